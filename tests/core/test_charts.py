@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import charts
+
+
+def test_label_distribution_sorted_and_rare_highlighted():
+    fig = charts.label_distribution(pd.Series({"a": 30, "b": 5, "c": 12}), rare_below=10)
+    bar = fig.data[0]
+    assert list(bar.y) == ["b", "c", "a"]
+    assert list(bar.x) == [5, 12, 30]
+    assert bar.marker.color[0] == charts.RARE_COLOR and bar.marker.color[2] == charts.BASE_COLOR
+
+
+def test_sunburst_parent_values_are_sums_of_children():
+    frame = pd.DataFrame({"g": ["in", "in", "in", "act"], "e": ["cb", "cb", "radio", "btn"]})
+    sb = charts.hierarchy_sunburst(frame, ["g", "e"]).data[0]
+    values = dict(zip(sb.ids, sb.values))
+    assert values == {"act": 1, "in": 3, "act/btn": 1, "in/cb": 2, "in/radio": 1}
+    assert dict(zip(sb.ids, sb.parents))["in/cb"] == "in"
+
+
+def test_sunburst_requires_levels():
+    with pytest.raises(ValueError, match="levels"):
+        charts.hierarchy_sunburst(pd.DataFrame({"a": [1]}), [])
+
+
+def test_cooccurrence_matches_naive_count_and_ignores_missing():
+    labels = pd.DataFrame({"x": [1, 1, np.nan, 0], "y": [1, 0, 1, 1], "z": [0, np.nan, np.nan, 1]})
+    z = np.asarray(charts.cooccurrence_heatmap(labels).data[0].z)
+    for i, a in enumerate(labels.columns):
+        for j, b in enumerate(labels.columns):
+            naive = sum(1 for _, r in labels.iterrows() if r[a] == 1 and r[b] == 1)
+            assert z[i, j] == naive
+
+
+def test_missing_matrix_marks_nan_and_samples_large_frames():
+    labels = pd.DataFrame({"x": [1.0, np.nan], "y": [np.nan, 0.0]})
+    assert np.asarray(charts.missing_matrix(labels).data[0].z).tolist() == [[0, 1], [1, 0]]
+    big = pd.DataFrame({"x": np.ones(5000)})
+    assert len(charts.missing_matrix(big, max_rows=100).data[0].z) == 100
+
+
+def test_image_size_scatter_uses_webgl_for_many_points():
+    small = charts.image_size_scatter(np.ones(10), np.ones(10))
+    big = charts.image_size_scatter(np.ones(5000), np.ones(5000))
+    assert small.data[0].type == "scatter" and big.data[0].type == "scattergl"
+
+
+def test_split_distribution_stacks_splits():
+    frame = pd.DataFrame({"c": ["a", "a", "b"], "split": ["train", "test", "train"]})
+    fig = charts.split_distribution(frame, label_column="c")
+    assert [t.name for t in fig.data] == ["train", "test"]
