@@ -1,0 +1,89 @@
+"""First vs second load of the real datasets through ``load_dataset`` (target: second >= 20x faster).
+
+For flowers12 (class folders, 960 JPEGs) and miml_scene (multi-hot CSV, 2,000 JPEGs), each
+in a fresh temporary workspace, in this process:
+
+* ``first_s``: the first load (scan, decode every image once at the preview size, split, store);
+* ``second_s``: the same load again (nothing changed: the stored dataset is reused);
+* ``recheck_s``: a load with another seed, i.e. a new dataset over the same, already cached
+  images: the whole loader runs (table / folder scan, validation, split, store) but decodes nothing;
+* ``decode_1thread_s`` / ``decode_2threads_s``: the image cache alone, cold, with 1 and 2 decoding threads.
+
+Prints one JSON object per dataset on stderr-free stdout lines, then the combined object as
+the last line. Usage: ``python bench/bench_cache.py``. Needs ../shared/datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from core.datasets import PREVIEW_SIZE, DatasetSpec, load_dataset  # noqa: E402
+from core.images import ImageCache  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
+
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def bench(name: str, spec: DatasetSpec) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench_cache_{name}_"))
+    try:
+        ws = Workspace(tmp / "ws")
+        t = time.perf_counter()
+        first = load_dataset(spec, workspace=ws)
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        second = load_dataset(spec, workspace=ws)
+        second_s = time.perf_counter() - t
+        t = time.perf_counter()
+        recheck = load_dataset(spec.replace(seed=spec.seed + 1), workspace=ws)
+        recheck_s = time.perf_counter() - t
+        n = len(first.samples)
+        decode = {}
+        for workers in (1, 2):
+            cache = ImageCache(tmp / f"cache{workers}", workers=workers)
+            t = time.perf_counter()
+            cache.arrays(first.samples, PREVIEW_SIZE)
+            decode[workers] = time.perf_counter() - t
+        return {
+            "dataset": name, "n_images": n,
+            "first_s": round(first_s, 3), "second_s": round(second_s, 4),
+            "speedup": round(first_s / second_s, 1),
+            "images_per_s_first": round(n / first_s, 1),
+            "first_decoded": first.report.n_decoded, "second_decoded": second.report.n_decoded,
+            "recheck_s": round(recheck_s, 3), "recheck_decoded": recheck.report.n_decoded,
+            "speedup_recheck": round(first_s / recheck_s, 1),
+            "decode_1thread_s": round(decode[1], 3), "decode_2threads_s": round(decode[2], 3),
+            "threads_speedup": round(decode[1] / decode[2], 2),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    if not DATASETS.exists():
+        print(json.dumps({"skipped": f"{DATASETS} is absent"}))
+        return 0
+    results = [
+        bench("flowers12", DatasetSpec(str(DATASETS / "flowers12"))),
+        bench("miml_scene", DatasetSpec(str(DATASETS / "miml_scene"), labels="labels.csv")),
+    ]
+    for r in results:
+        print(json.dumps(r))
+    combined = {r["dataset"]: r for r in results}
+    combined["min_speedup"] = min(r["speedup"] for r in results)
+    combined["target_speedup"] = 20
+    combined["meets_target"] = combined["min_speedup"] >= 20
+    print(json.dumps(combined))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
