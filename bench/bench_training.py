@@ -1,0 +1,215 @@
+"""Training benchmarks, printed as one JSON object (last stdout line).
+
+1. **Worker overhead**: the worker (``python -m core train``: tf.data from the image cache,
+   per-epoch val metrics with scikit-learn, checkpointing, live metrics) against a plain
+   ``model.fit`` on in-RAM numpy arrays, same model, same rows, same batch size. Both are
+   timed per epoch over the training part only (epoch start -> validation start), first
+   epoch (tracing) excluded. Target: ratio >= 0.95.
+2. **flowers12, MobileNetV2-0.35 ImageNet at 128 px** (shared weights, offline): the default
+   transfer recipe (``core.training.RECIPES["transfer"]``: frozen backbone + head for a
+   warm-up, then the top layers fine-tuned), and the same recipe with the backbone frozen
+   throughout: test accuracy, macro F1 and wall time.
+3. **Linear probe baseline**: scikit-learn logistic regression on the frozen backbone's
+   pooled features (C chosen on the same val rows), test accuracy. The recipe must beat it.
+
+Usage: ``python bench/bench_training.py [--quick]`` (``--quick``: fewer epochs, for a smoke run).
+Needs ../shared/datasets/flowers12 and ../shared/weights/keras beside the repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FLOWERS = SHARED / "datasets" / "flowers12"
+WEIGHTS = SHARED / "weights" / "keras"
+
+TMP = Path(tempfile.mkdtemp(prefix="loupe-bench-training-"))
+KERAS_HOME = TMP / "keras_home"
+# Keras reads KERAS_HOME once, at import: set it first (a temporary copy of the shared weights).
+shutil.copytree(WEIGHTS, KERAS_HOME)
+os.environ["KERAS_HOME"] = str(KERAS_HOME)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cli_train(args: list, out: Path) -> tuple[dict, float]:
+    """Run the worker as the app does (a separate process); return its --json result and wall seconds."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "core", "train", str(FLOWERS), "--workspace", str(TMP / "ws"),
+                           "--out", str(out), "--json", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def rows_and_arrays(size: int):
+    """The same train / val / test rows the worker uses, decoded at ``size`` from the shared cache."""
+    from core import datasets, training
+    from core.images import ImageCache
+    from core.workspace import home
+
+    ws = home(TMP / "ws").ensure()
+    ds = datasets.load_dataset({"path": str(FLOWERS)}, workspace=ws)
+    t = training.build_targets(ds.samples, ds.schema)
+    arr = ImageCache(ws.cache_dir / "images").arrays(t.samples, size)
+    split = t.samples["split"].to_numpy()
+    tr = np.flatnonzero(split == "train")
+    te = np.flatnonzero(split == "test")
+    tr, va = training.carve_validation(tr, t.y)
+    return t, np.asarray(arr.images), tr, va, te
+
+
+def bench_throughput(epochs: int) -> dict:
+    import keras
+
+    from core import models
+
+    size, batch = 64, 32
+    out = TMP / "run_cnn"
+    result, wall = cli_train(["--image-size", size, "--epochs", epochs, "--batch-size", batch, "--patience", 0,
+                              "--reduce-lr-patience", 0], out)
+    from core import runs
+
+    m = runs.read_metrics(out).query("kind == 'epoch'")
+    worker_ips = [float(v) for v in m["images_per_second"].iloc[1:]]
+
+    t, images, tr, va, te = rows_and_arrays(size)
+    x_tr, y_tr = images[tr].astype("float32"), t.y[tr]
+    x_va, y_va = images[va].astype("float32"), t.y[va]
+    keras.utils.set_random_seed(0)
+    model = models.build_model(len(t.names), image_size=size, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.train_s = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self.train_s.append(time.perf_counter() - self.t0)
+
+    timer = EpochTimer()
+    t0 = time.perf_counter()
+    model.fit(x_tr, y_tr, batch_size=batch, epochs=epochs, validation_data=(x_va, y_va), verbose=0,
+              callbacks=[timer])
+    plain_wall = time.perf_counter() - t0
+    plain_ips = [len(tr) / s for s in timer.train_s[1:]]
+    w, p = statistics.median(worker_ips), statistics.median(plain_ips)
+    return {
+        "model": "cnn (2 conv + 2 max-pool + dense)", "image_size": size, "batch_size": batch, "epochs": epochs,
+        "n_train": int(len(tr)),
+        "worker_train_images_per_second": round(w, 1), "plain_fit_train_images_per_second": round(p, 1),
+        "ratio_worker_vs_plain": round(w / p, 3), "target_ratio": 0.95,
+        "worker_process_wall_s": round(wall, 1), "worker_seconds_reported": result["seconds"],
+        "plain_fit_wall_s_incl_val": round(plain_wall, 1),
+        "note": "per-epoch training time (epoch start -> validation), median over epochs 2..N",
+    }
+
+
+def bench_transfer(epochs: int | None) -> dict:
+    """The default transfer recipe (CLI defaults for a transfer backbone) and its frozen-only variant."""
+    from core.training import recommended_config
+
+    size = 128
+    common = ["--model", "mobilenet_v2", "--alpha", 0.35, "--weights", "imagenet", "--image-size", size,
+              "--batch-size", 32]
+    if epochs is not None:
+        common += ["--epochs", epochs]
+    recipe = recommended_config("mobilenet_v2", **({"epochs": epochs} if epochs else {}))
+    out = {"recipe": {k: getattr(recipe, k) for k in ("epochs", "warmup_epochs", "fine_tune_layers",
+                                                      "fine_tune_lr_factor", "lr", "dropout", "embedding_dim",
+                                                      "patience", "batch_size")}}
+    out["recipe"].update(augmentation=True, feature_norm=True, image_size=size, batch_size=32)
+    log(f"transfer: default recipe ({recipe.warmup_epochs} frozen + fine-tuning the top "
+        f"{recipe.fine_tune_layers} layers, {recipe.epochs} epochs)")
+    res, wall = cli_train(common, TMP / "run_default")
+    out["default_recipe"] = {"test_accuracy": res["test"]["accuracy"], "test_macro_f1": res["test"]["macro_f1"],
+                             "val_accuracy": res["val"]["accuracy"], "best_epoch": res["best_epoch"],
+                             "wall_s": round(wall, 1), "weights_used": res["weights_used"],
+                             "train_images_per_second": res["images_per_second"]}
+    log("transfer: frozen backbone only (same recipe, no fine-tuning)")
+    res, wall = cli_train([*common, "--fine-tune-layers", 0], TMP / "run_frozen")
+    out["frozen_only"] = {"test_accuracy": res["test"]["accuracy"], "test_macro_f1": res["test"]["macro_f1"],
+                          "val_accuracy": res["val"]["accuracy"], "best_epoch": res["best_epoch"],
+                          "wall_s": round(wall, 1), "train_images_per_second": res["images_per_second"]}
+    return out
+
+
+def bench_linear_probe() -> dict:
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.preprocessing import StandardScaler
+
+    size = 128
+    t, images, tr, va, te = rows_and_arrays(size)
+    t0 = time.perf_counter()
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, include_top=False,
+                                          weights="imagenet", pooling="avg")
+    pre = keras.applications.mobilenet_v2.preprocess_input
+    feats = base.predict(pre(images.astype("float32")), batch_size=64, verbose=0)
+    t_feat = time.perf_counter() - t0
+    scaler = StandardScaler().fit(feats[tr])
+    f = scaler.transform(feats)
+    best = None
+    for c in (0.01, 0.1, 1.0):
+        clf = LogisticRegression(C=c, max_iter=3000).fit(f[tr], t.y[tr])
+        acc = accuracy_score(t.y[va], clf.predict(f[va]))
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    _, c, clf = best
+    pred = clf.predict(f[te])
+    return {"test_accuracy": float(accuracy_score(t.y[te], pred)),
+            "test_macro_f1": float(f1_score(t.y[te], pred, average="macro")), "C": c,
+            "feature_dim": int(feats.shape[1]), "wall_s": round(time.perf_counter() - t0, 1),
+            "feature_extraction_s": round(t_feat, 1), "n_train": int(len(tr)), "n_test": int(len(te))}
+
+
+def main(argv: list[str]) -> int:
+    if not FLOWERS.exists() or not WEIGHTS.exists():
+        print(json.dumps({"skipped": f"{FLOWERS} or {WEIGHTS} is absent"}))
+        return 0
+    quick = "--quick" in argv
+    t0 = time.perf_counter()
+    try:
+        log("throughput: worker vs plain model.fit")
+        result = {"throughput": bench_throughput(3 if quick else 5)}
+        log("linear probe")
+        result["linear_probe_mobilenet_v2_128"] = bench_linear_probe()
+        result["flowers12_mobilenet_v2_128"] = bench_transfer(4 if quick else None)
+        probe = result["linear_probe_mobilenet_v2_128"]["test_accuracy"]
+        tr = result["flowers12_mobilenet_v2_128"]
+        result["default_recipe_beats_linear_probe"] = tr["default_recipe"]["test_accuracy"] > probe
+        result["frozen_only_beats_linear_probe"] = tr["frozen_only"]["test_accuracy"] > probe
+        result["cpu_count"] = os.cpu_count()
+        result["total_wall_s"] = round(time.perf_counter() - t0, 1)
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
