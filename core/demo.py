@@ -1170,3 +1170,18 @@ _UNSEEN: dict[str, Callable[[np.random.Generator], Image.Image]] = {
     "shapes": _ood_shapes, "noise": _ood_noise, "mosaic": _ood_mosaic,
 }
 _UNSEEN_KINDS = tuple(_UNSEEN)
+
+
+def ensure_demo_dataset(workspace: Workspace, *, seed: int = 0):
+    """Generate the demo into the workspace if needed and register it as a dataset.
+
+    Returns the loaded :class:`core.datasets.Dataset` ("Demo: UI elements"). Cheap on a
+    second call: the demo files are checked against their manifest and the loader reuses
+    its stored result when nothing changed.
+    """
+    from core import datasets
+
+    folder = ensure_demo(workspace, seed=seed)
+    options = read_demo(folder).dataset_options()
+    spec = datasets.DatasetSpec.from_dict({**options, "name": "Demo: UI elements", "seed": seed})
+    return datasets.load_dataset(spec, workspace=workspace)

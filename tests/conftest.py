@@ -52,3 +52,52 @@ def loupe_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LOUPE_HOME", str(home))
     return home
+
+
+# ---------------------------------------------------------------------------
+# A workspace with the demo dataset and small trained runs, built once per test session.
+# Pages and CLI tests of evaluation, embeddings, prediction and reports read them (never write
+# into them: copy a run with ``shutil.copytree`` first when a test must change it).
+# ---------------------------------------------------------------------------
+
+TINY_CNN = dict(model="cnn", image_size=32, epochs=15, batch_size=32, filters=16, embedding_dim=16,
+                patience=0, log_every=5, augmentation=False)
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory):
+    """A workspace (``core.workspace.Workspace``) holding the registered demo dataset."""
+    from core import demo
+    from core.workspace import home
+
+    ws = home(tmp_path_factory.mktemp("demo_ws")).ensure()
+    demo.ensure_demo_dataset(ws)
+    return ws
+
+
+def demo_dataset_id(ws) -> str:
+    return ws.list_datasets()[0]["dataset_id"]
+
+
+def train_demo_run(ws, name: str, **overrides) -> Path:
+    """Train a tiny CNN on the workspace's demo dataset, in this process; return the run directory."""
+    from core import jobs
+    from core.training import recommended_config
+
+    cfg = recommended_config(**{**TINY_CNN, "dataset_id": demo_dataset_id(ws), **overrides})
+    out = ws.runs_dir / name
+    result = jobs.run_worker(cfg, out=out, workspace=ws)
+    assert result.state == "done", (result.state, result.alerts)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_workspace) -> Path:
+    """A finished run on the demo: hierarchical (group > element), flat mode, tiny CNN, 15 epochs at 32 px."""
+    return train_demo_run(demo_workspace, "demo-hier-flat")
+
+
+@pytest.fixture(scope="session")
+def demo_multiclass_run(demo_workspace) -> Path:
+    """A finished multi-class run on the demo's leaf label (``element``), tiny CNN."""
+    return train_demo_run(demo_workspace, "demo-multiclass", task="multiclass", label_columns=("element",))

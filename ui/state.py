@@ -1,0 +1,121 @@
+"""Session-level state: the open workspace, the selected dataset and run, cached loaders.
+
+Caches are keyed by content ids (workspace root, dataset id + its update time), never by
+hashing big objects (see ../shared/notes/streamlit.md, "Caching").
+"""
+
+from __future__ import annotations
+
+import html
+import os
+
+import streamlit as st
+
+from core import datasets, demo
+from core import workspace as wsmod
+from core.workspace import Workspace, WorkspaceError
+
+DATASET_KEY = "dataset_id"
+
+
+def esc(text: object) -> str:
+    """HTML-escape user data (labels, file names) before it goes into any markdown/HTML."""
+    return html.escape(str(text), quote=True)
+
+
+@st.cache_resource(show_spinner=False)
+def _open_workspace(root: str) -> Workspace:
+    return wsmod.home(root).ensure()
+
+
+def workspace() -> Workspace:
+    """The workspace named by ``LOUPE_HOME`` (default ./workspace); stops the page with a clear error if unusable."""
+    root = os.environ.get("LOUPE_HOME") or wsmod.DEFAULT_HOME
+    try:
+        return _open_workspace(str(wsmod.home(root).root))
+    except WorkspaceError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def ensure_demo(ws: Workspace) -> None:
+    """On a first start (no dataset registered yet) generate and register the built-in demo."""
+    if st.session_state.get("_demo_checked"):
+        return
+    if not ws.list_datasets():
+        with st.spinner("First start: generating the demo dataset (a few seconds)…"):
+            demo.ensure_demo_dataset(ws)
+    st.session_state["_demo_checked"] = True
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _open_dataset(root: str, dataset_id: str, updated_at: float) -> datasets.Dataset:
+    return datasets.open_dataset(wsmod.home(root), dataset_id)
+
+
+def registered(ws: Workspace) -> list[dict]:
+    return ws.list_datasets()
+
+
+def current_dataset(ws: Workspace) -> datasets.Dataset | None:
+    """The dataset picked in the sidebar (shared object: do not mutate its samples table)."""
+    rows = {r["dataset_id"]: r for r in ws.list_datasets()}
+    ds_id = st.session_state.get(DATASET_KEY)
+    if ds_id not in rows:
+        return None
+    try:
+        return _open_dataset(str(ws.root), ds_id, rows[ds_id]["updated_at"])
+    except (OSError, ValueError) as exc:
+        st.error(f"Dataset {esc(ds_id)} cannot be opened: {exc}")
+        return None
+
+
+def select_dataset(dataset_id: str) -> None:
+    st.session_state[DATASET_KEY] = dataset_id
+
+
+def sidebar(ws: Workspace) -> None:
+    """Workspace path and the dataset picker, on every page."""
+    rows = ws.list_datasets()
+    with st.sidebar:
+        st.caption(f"Workspace: `{ws.root}`")
+        if not rows:
+            st.info("No dataset yet: add one on the Data page.")
+            return
+        ids = [r["dataset_id"] for r in rows]
+        names = {r["dataset_id"]: f"{r['name']} · {r['task']} · {r['n_samples']:,}" for r in rows}
+        if st.session_state.get(DATASET_KEY) not in ids:
+            st.session_state[DATASET_KEY] = ids[0]
+        st.selectbox("Dataset", ids, format_func=names.get, key=DATASET_KEY)
+
+
+RUN_KEY = "run_id"
+
+
+def runs_table(ws: Workspace):
+    """All runs of the workspace (``core.runs.list_runs``), newest first; dead workers show as interrupted."""
+    from core import jobs
+
+    return jobs.list_runs(ws)
+
+
+def pick_run(ws: Workspace, *, label: str = "Run", finished: bool = True, key: str = RUN_KEY,
+             container=None) -> str | None:
+    """A run picker shared by Evaluate / Embeddings / Predict / Report; returns the run directory or None.
+
+    ``finished``: only runs that have predictions (done, stopped or interrupted with a model).
+    The choice is kept in ``st.session_state[key]`` so every page opens on the same run.
+    """
+    df = runs_table(ws)
+    if finished and not df.empty:
+        df = df[df["has_model"].astype(bool) & df["has_predictions"].astype(bool)]
+    if df.empty:
+        return None
+    paths = dict(zip(df["run_id"], df["path"]))
+    ids = list(paths)
+    labels = {r.run_id: f"{r.run_id} · {r.task} · {r.model} · {r.state}" for r in df.itertuples()}
+    if st.session_state.get(key) not in ids:
+        st.session_state[key] = ids[0]
+    target = container if container is not None else st
+    run_id = target.selectbox(label, ids, format_func=lambda i: labels.get(i, i), key=key)
+    return str(paths[run_id]) if run_id else None
