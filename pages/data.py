@@ -144,12 +144,13 @@ def header(ds: datasets.Dataset, summary: dict) -> None:
     st.subheader(ds.name)
     st.caption(f"`{ds.root}` · id `{ds.dataset_id}`")
     rep = ds.report
-    c = st.columns(5)
+    c = st.columns([1.35, 1.1, 0.75, 1.6, 0.9])
     c[0].metric("Task", ds.task)
     c[1].metric("Samples loaded", f"{rep.n_valid:,}")
     c[2].metric("Invalid", f"{rep.n_invalid:,}")
     split = summary["split_counts"]
-    c[3].metric("Train / val / test", f"{split['train']:,} / {split['val']:,} / {split['test']:,}")
+    c[3].metric("Train · val · test", f"{split['train']:,}·{split['val']:,}·{split['test']:,}",
+                help=f"train {split['train']:,}, validation {split['val']:,}, test {split['test']:,} samples")
     c[4].metric("Unseen images", f"{summary.get('n_unseen', 0):,}")
 
 

@@ -133,3 +133,19 @@ def screenshot(page, name: str) -> Path:
 def assert_no_exception(page) -> None:
     errors = page.locator("[data-testid='stException']")
     assert errors.count() == 0, errors.first.inner_text()
+
+
+@pytest.fixture(scope="session")
+def e2e_run(app_server) -> Path:
+    """A finished tiny-CNN run on the demo, in the e2e server's workspace (for Evaluate/Embeddings/Predict/Report).
+
+    Registers the demo in that workspace first (what the app does on first start).
+    """
+    from tests.conftest import train_demo_run
+
+    from core import demo
+    from core.workspace import home
+
+    ws = home(app_server.home).ensure()
+    demo.ensure_demo_dataset(ws)
+    return train_demo_run(ws, "e2e-hier-flat")
