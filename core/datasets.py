@@ -1812,6 +1812,14 @@ def _label_warnings(samples: pd.DataFrame, schema: LabelSchema, strata: list[str
         col = cols[-1]
         counts = samples[col].value_counts()
         rare = counts[counts < RARE_CLASS_MIN].sort_values()
+        for lc in cols:  # a class spelled like a missing value is kept (binary -1/1 is real) but flagged
+            vc = samples[lc].value_counts()
+            odd = [(k, int(v)) for k, v in vc.items() if str(k).strip().lower() in _MISSING_TOKENS]
+            if odd:
+                out.append(f"{lc!r} has class name(s) that usually mean a missing label: "
+                           + ", ".join(f"{k!r} ({v} samples)" for k, v in odd)
+                           + ". They are kept as classes; if they mean 'unknown', empty those cells "
+                           "(empty labels are reported, not trained on).")
         if len(rare):
             out.append(f"{len(rare)} class(es) of {col!r} have fewer than {RARE_CLASS_MIN} samples (kept, but too "
                        "rare to stratify or evaluate well; collect more or merge them): "

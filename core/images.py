@@ -475,16 +475,26 @@ class ImageCache:
     # -- index ---------------------------------------------------------------
     @contextlib.contextmanager
     def _connect(self):
+        from core.workspace import _db_error
+
         self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.root / "index.sqlite", timeout=60)
+        try:
+            con = sqlite3.connect(self.root / "index.sqlite", timeout=60)
+        except sqlite3.OperationalError as exc:
+            raise _db_error(self.root / "index.sqlite", exc) from exc
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_INDEX_SCHEMA)
             yield con
             con.commit()
+        except sqlite3.OperationalError as exc:  # disk full / read-only: an OSError naming the index
+            with contextlib.suppress(sqlite3.Error):
+                con.rollback()
+            raise _db_error(self.root / "index.sqlite", exc) from exc
         except BaseException:
-            con.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                con.rollback()
             raise
         finally:
             con.close()
@@ -621,7 +631,15 @@ class ImageCache:
             errors[i], reasons[i] = str(exc), exc.reason
 
         tmp = set_dir / f".{set_id}.{os.getpid()}.{threading.get_ident()}.npy.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+            _reserve_disk_space(tmp)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise OSError(exc.errno, f"cannot write the image cache in {set_dir} ({n * size * size * 3:,} "
+                                     f"bytes): {exc.strerror or exc}. Free some disk space, or point LOUPE_HOME "
+                                     "at a folder on a larger disk") from exc
         done = len(early)
         to_decode: list[int] = []
         sources: dict[str, np.ndarray | None] = {}
@@ -718,6 +736,23 @@ class ImageCache:
                     with contextlib.suppress(OSError):
                         os.unlink(set_dir / f"{sid}{suffix}")
                 con.execute("DELETE FROM sets WHERE set_id = ?", (sid,))
+
+
+def _reserve_disk_space(path: Path) -> None:
+    """Allocate every block of the (sparse) file at ``path`` now, so a full disk raises ``OSError``
+    here instead of killing the process with SIGBUS when the memory map is written later."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _decode_job(job: tuple[Path, Any, int]) -> tuple[np.ndarray | None, ImageInfo | None, ImageError | None]:

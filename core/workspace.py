@@ -54,8 +54,12 @@ CREATE INDEX IF NOT EXISTS decisions_by_dataset ON decisions (dataset_id, sample
 """
 
 
-class WorkspaceError(RuntimeError):
-    """The workspace cannot be used (read-only, full, corrupt); the message says which and where."""
+class WorkspaceError(OSError):
+    """The workspace cannot be used (read-only, full, corrupt); the message says which and where.
+
+    An ``OSError``: whoever handles file-system failures (a full disk, a read-only folder)
+    handles this one too.
+    """
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Workspace:
                 d.mkdir(parents=True, exist_ok=True)
             with self.connect():
                 pass
+        except WorkspaceError:
+            raise  # already says where and what to do
         except (OSError, sqlite3.Error) as exc:
             raise WorkspaceError(
                 f"Cannot use the workspace at {self.root}: {exc}. "
@@ -105,7 +111,10 @@ class Workspace:
     def connect(self) -> Iterator[sqlite3.Connection]:
         """A connection in WAL mode with the schema in place; commits on success, rolls back on error."""
         self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            con = sqlite3.connect(self.db_path, timeout=30)
+        except sqlite3.OperationalError as exc:
+            raise _db_error(self.db_path, exc) from exc
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA journal_mode=WAL")
@@ -113,8 +122,13 @@ class Workspace:
             con.executescript(_SCHEMA)
             yield con
             con.commit()
+        except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: say where and what to do
+            with contextlib.suppress(sqlite3.Error):
+                con.rollback()
+            raise _db_error(self.db_path, exc) from exc
         except BaseException:
-            con.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                con.rollback()
             raise
         finally:
             con.close()
@@ -149,10 +163,36 @@ class Workspace:
             con.execute("DELETE FROM datasets WHERE dataset_id = ?", (dataset_id,))
 
 
+def _db_error(db_path: Path, exc: sqlite3.Error) -> WorkspaceError:
+    """A :class:`WorkspaceError` for a failed SQLite operation on ``db_path`` (nothing was committed)."""
+    return WorkspaceError(
+        f"{db_path}: the database could not be written ({exc}); nothing was saved by this step. "
+        "The disk may be full or the folder read-only: free some space or point LOUPE_HOME at a writable folder."
+    )
+
+
 def home(path: str | os.PathLike | None = None) -> Workspace:
     """The workspace at ``path``, else ``$LOUPE_HOME``, else ``./workspace`` (absolute, not yet created)."""
     root = path or os.environ.get("LOUPE_HOME") or DEFAULT_HOME
     return Workspace(Path(root).expanduser().resolve())
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    """The process umask (read once; from /proc without touching it when possible)."""
+    if not _UMASK:
+        value = None
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("Umask:"):
+                    value = int(line.split()[1], 8)
+        if value is None:
+            value = os.umask(0o022)
+            os.umask(value)
+        _UMASK.append(value)
+    return _UMASK[0]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -165,14 +205,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # e.g. "[Errno 28] No space left on device": say which file (same OSError subclass, same errno)
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}; the previous version, if any, "
+                                     "is unchanged") from exc
         raise
     return path
 
@@ -191,3 +236,63 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return default
+
+
+# ---------------------------------------------------------------------------
+# Folder confinement: which server folders the app may read
+# ---------------------------------------------------------------------------
+
+#: Environment variable naming the folders a user may load from (``os.pathsep``-separated).
+ALLOWED_ROOTS_ENV = "LOUPE_ALLOWED_ROOTS"
+
+
+def allowed_roots(workspace: "Workspace | None" = None) -> list[Path]:
+    """The folders (resolved) under which server paths typed in the app may be read.
+
+    The workspace is always allowed (uploads are unpacked there). Then
+    ``$LOUPE_ALLOWED_ROOTS`` (folders separated by ``os.pathsep``) when it is set and
+    not empty; otherwise the user's home folder and the current working folder (the
+    folder ``streamlit run`` was started from), unless either is the file-system root.
+    A shared app should set the variable.
+
+    Parameters
+    ----------
+    workspace : Workspace, optional
+        Default: :func:`home` (``$LOUPE_HOME`` or ``./workspace``).
+    """
+    ws = workspace if workspace is not None else home()
+    env = os.environ.get(ALLOWED_ROOTS_ENV, "")
+    explicit = bool(env.strip())
+    extra = [p for p in env.split(os.pathsep) if p.strip()] if explicit else [str(Path.home()), os.getcwd()]
+    out: list[Path] = []
+    for raw in [str(ws.root), *extra]:
+        root = Path(raw.strip()).expanduser().resolve()
+        if not explicit and root == Path(root.anchor):
+            continue  # a server started from / (or HOME=/) must not open the whole disk by default
+        if root not in out:
+            out.append(root)
+    return out
+
+
+def confine(path: str | os.PathLike, *, workspace: "Workspace | None" = None) -> Path:
+    """``path`` resolved (``~`` expanded, symbolic links followed), if it lies under an allowed root.
+
+    Raises
+    ------
+    WorkspaceError
+        The resolved path is outside every folder of :func:`allowed_roots`; the message
+        names the path, the allowed roots and how to allow more.
+    """
+    raw = str(path).strip()
+    if not raw:
+        raise WorkspaceError("No folder given: type the path of a folder on the server.")
+    resolved = Path(raw).expanduser().resolve()
+    roots = allowed_roots(workspace)
+    if any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        return resolved
+    shown = f"{raw} (= {resolved})" if str(resolved) != raw else raw
+    raise WorkspaceError(
+        f"{shown} is outside the folders this app may read: {', '.join(map(str, roots))}. "
+        f"Move the data under one of them, or have the server's owner add its folder to {ALLOWED_ROOTS_ENV} "
+        f"(folders separated by {os.pathsep!r})."
+    )

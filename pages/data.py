@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import charts, datasets
 from core.datasets import DatasetError
+from core.workspace import WorkspaceError, confine
 from ui import state
 from ui.state import esc
 
@@ -26,8 +27,12 @@ st.title("Data")
 
 def _detect(path: str, labels: str | None) -> None:
     try:
-        det = datasets.detect(path, labels or None)
-    except (DatasetError, ValueError, OSError) as exc:
+        folder = confine(path, workspace=ws)  # a shared app must not read /etc: allowed roots only
+        if labels:
+            table = Path(labels).expanduser()
+            labels = str(confine(table if table.is_absolute() else folder / table, workspace=ws))
+        det = datasets.detect(folder, labels or None)
+    except (DatasetError, WorkspaceError, ValueError, OSError) as exc:
         st.session_state["data_detection"] = None
         st.session_state["data_detect_error"] = str(exc)
         return
@@ -39,7 +44,7 @@ def _mapping_form(det: datasets.Detection) -> None:
     """Show what was detected and let the user correct it before loading."""
     st.markdown(f"**Detected:** {esc(det.kind)} · task **{esc(det.task or 'unknown')}** · {det.n_rows:,} rows")
     for note in det.notes:
-        st.caption(note)
+        st.caption(esc(note))
     if not det.preview.empty:
         st.dataframe(det.preview, hide_index=True, width="stretch", height=200)
     columns = list(det.columns)
@@ -70,6 +75,12 @@ def _mapping_form(det: datasets.Detection) -> None:
         unseen = c2.text_input("Unseen folder (optional, out-of-distribution images)", key="map_unseen")
         submitted = st.form_submit_button("Load dataset", type="primary")
     if submitted:
+        if unseen.strip():
+            try:
+                unseen = str(confine(unseen, workspace=ws))
+            except WorkspaceError as exc:
+                st.error(esc(exc))
+                return
         overrides = dict(task=task, name=name or None, positive_class=positive or None, unseen=unseen or None)
         if det.kind == "table":
             overrides.update(image_column=image_column, label_columns=tuple(label_columns),
@@ -88,7 +99,7 @@ def _load(spec: datasets.DatasetSpec) -> None:
         ds = datasets.load_dataset(spec, workspace=ws, progress=progress)
     except (DatasetError, ValueError, OSError) as exc:
         bar.empty()
-        st.error(f"Nothing was loaded: {exc}")
+        st.error(f"Nothing was loaded: {esc(exc)}")
         return
     bar.empty()
     state.select_dataset(ds.dataset_id)
@@ -115,11 +126,11 @@ def add_dataset_panel() -> None:
                 try:
                     folder = datasets.import_zip(up.getvalue(), dest)
                 except (DatasetError, ValueError, OSError) as exc:
-                    st.error(f"{esc(up.name)} was not imported: {exc}")
+                    st.error(f"{esc(up.name)} was not imported: {esc(exc)}")
                 else:
                     _detect(str(folder), None)
         if st.session_state.get("data_detect_error"):
-            st.error(st.session_state["data_detect_error"])
+            st.error(esc(st.session_state["data_detect_error"]))
         det = st.session_state.get("data_detection")
         if det is not None:
             _mapping_form(det)
@@ -141,7 +152,7 @@ def _previews(root: str, dataset_id: str, updated_at: float):
 
 
 def header(ds: datasets.Dataset, summary: dict) -> None:
-    st.subheader(ds.name)
+    st.subheader(esc(ds.name))
     st.caption(f"`{ds.root}` · id `{ds.dataset_id}`")
     rep = ds.report
     c = st.columns([1.35, 1.1, 0.75, 1.6, 0.9])

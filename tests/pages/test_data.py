@@ -48,8 +48,10 @@ def test_second_start_does_not_regenerate(loupe_home):
     assert len(Workspace(loupe_home).list_datasets()) == 1
 
 
-def test_add_a_folder_dataset_through_detect_and_load(loupe_home, tmp_path):
+def test_add_a_folder_dataset_through_detect_and_load(loupe_home, tmp_path, monkeypatch):
     from PIL import Image
+
+    monkeypatch.setenv("LOUPE_ALLOWED_ROOTS", str(tmp_path))  # server folders are confined to allowed roots
 
     root = tmp_path / "shapes"
     for cls, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
@@ -71,7 +73,8 @@ def test_add_a_folder_dataset_through_detect_and_load(loupe_home, tmp_path):
     assert ds.name == "shapes" and len(ds.samples) == 12 and ds.report.n_invalid == 1
 
 
-def test_detect_error_is_shown_not_raised(loupe_home, tmp_path):
+def test_detect_error_is_shown_not_raised(loupe_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOUPE_ALLOWED_ROOTS", str(tmp_path))
     at = _app().run()
     at.text_input(key="add_path").set_value(str(tmp_path / "does-not-exist")).run()
     at.button(key="add_detect").click().run()
@@ -108,4 +111,4 @@ def test_folder_dataset_with_given_split(loupe_home, flowers12):
     assert not at.exception
     assert at.metric[0].value == "multiclass"
     assert at.metric[1].value == "960"
-    assert at.metric[3].value == "720 / 0 / 240"
+    assert at.metric[3].value == "720·0·240"

@@ -1,0 +1,207 @@
+"""Load check: the app serving three browser sessions while a run trains; every page still renders.
+
+1. A fresh workspace with the demo dataset and one small finished run (so Evaluate, Embeddings,
+   Predict and Report have something to show).
+2. ``streamlit run app.py`` on that workspace (a real server, output to a log file).
+3. **Baseline**: one Chromium session visits every page, nothing training.
+4. **Loaded**: a training run is launched (``core.jobs.launch``: CNN at 64 px on the demo,
+   ~3 s per epoch on 2 idle cores) and, while it trains, three Chromium sessions visit every
+   page at the same time (each starting on a different page); the run is stopped afterwards.
+
+A page's *render time* is from ``page.goto`` until the script run has finished
+(``data-test-script-state="notRunning"``) and its ``st.title`` is on screen; a page that shows
+an ``stException`` counts as a failure. Prints one JSON object as the last stdout line:
+per page baseline and loaded times (median / max), the loaded / baseline ratio, the overall
+max, failures, and what the training run did meanwhile.
+
+Usage: ``python bench/bench_load.py [--sessions 3] [--rounds 2]``. Needs Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PAGES = [("data", "/"), ("clean", "/clean"), ("train", "/train"), ("evaluate", "/evaluate"),
+         ("embeddings", "/embeddings"), ("predict", "/predict"), ("report", "/report")]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "LOUPE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    fh = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("streamlit did not become healthy in 120 s")
+
+
+async def render(page, url: str, timeout_ms: float = 180_000) -> tuple[float, bool]:
+    """Seconds until the page's script finished and its title is shown; and whether it showed an exception."""
+    t0 = time.perf_counter()
+    await page.goto(url)
+    await page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    await page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout_ms)
+    await page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout_ms)
+    seconds = time.perf_counter() - t0
+    failed = await page.locator("[data-testid='stException']").count() > 0
+    return seconds, failed
+
+
+async def session(browser, base: str, pages: list[tuple[str, str]], offset: int, rounds: int,
+                  out: dict[str, list[float]], failures: list[str]) -> None:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await ctx.new_page()
+    order = pages[offset:] + pages[:offset]
+    for _ in range(rounds):
+        for name, path in order:
+            try:
+                seconds, failed = await render(page, base + path)
+            except Exception as exc:  # noqa: BLE001 - a timeout is a result here
+                failures.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                continue
+            out.setdefault(name, []).append(seconds)
+            log(f"  session {offset}: {name} rendered in {seconds:.1f}s" + (" (stException!)" if failed else ""))
+            if failed:
+                failures.append(f"{name}: stException shown")
+    await ctx.close()
+
+
+async def visit(base: str, pages: list[tuple[str, str]], *, sessions: int, rounds: int):
+    from playwright.async_api import async_playwright
+
+    out: dict[str, list[float]] = {}
+    failures: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        step = max(1, len(pages) // max(sessions, 1))
+        await asyncio.gather(*(session(browser, base, pages, (i * step) % len(pages), rounds, out, failures)
+                               for i in range(sessions)))
+        await browser.close()
+    return out, failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2, help="visits of every page per session while training")
+    ap.add_argument("--epochs", type=int, default=300,
+                    help="epochs of the training run (64 px CNN on the demo, ~3 s each on 2 idle cores); it is "
+                         "stopped once the pages are measured, so it trains during the whole loaded phase")
+    args = ap.parse_args()
+    if not Path(CHROMIUM).exists():
+        raise SystemExit("Debian's chromium is missing (apt-get install chromium)")
+
+    from core import demo, jobs, runs
+    from core.training import recommended_config
+    from core.workspace import home
+
+    tmp = Path(tempfile.mkdtemp(prefix="loupe-bench-load-"))
+    ws = home(tmp / "ws").ensure()
+    t0 = time.perf_counter()
+    demo.ensure_demo_dataset(ws)
+    dataset_id = ws.list_datasets()[0]["dataset_id"]
+    log(f"demo ready in {time.perf_counter() - t0:.1f}s; training a small finished run for the result pages")
+    small = recommended_config(model="cnn", dataset_id=dataset_id, image_size=32, epochs=4, batch_size=32,
+                               filters=16, embedding_dim=16, patience=0, augmentation=False)
+    jobs.run_worker(small, out=ws.runs_dir / "bench-small", workspace=ws)
+    pages = [(n, p) for n, p in PAGES if (REPO / "pages" / f"{n}.py").exists()]
+
+    proc, url = start_server(ws.root, tmp / "streamlit.log")
+    result: dict = {"sessions": args.sessions, "rounds": args.rounds, "pages": {}, "workspace": str(ws.root)}
+    try:
+        log(f"server at {url}; baseline: 1 session, nothing training")
+        asyncio.run(visit(url, pages, sessions=1, rounds=1))  # warm-up: caches, imports
+        base, base_fail = asyncio.run(visit(url, pages, sessions=1, rounds=1))
+
+        run_id = jobs.launch(recommended_config(model="cnn", dataset_id=dataset_id, image_size=64,
+                                                epochs=args.epochs, batch_size=32, patience=0), workspace=ws)
+        rd = runs.RunDir(ws.runs_dir / run_id)
+        deadline = time.monotonic() + 300
+        while runs.read_status(rd).get("state") != "running" or runs.read_metrics(rd).empty:
+            if time.monotonic() > deadline or runs.read_status(rd).get("state") in ("failed", "done", "stopped"):
+                raise RuntimeError(f"the training run did not start: {runs.read_status(rd)}")
+            time.sleep(0.5)
+        log(f"training {run_id}; loaded: {args.sessions} sessions x {args.rounds} rounds")
+        t_load = time.perf_counter()
+        loaded, load_fail = asyncio.run(visit(url, pages, sessions=args.sessions, rounds=args.rounds))
+        load_seconds = time.perf_counter() - t_load
+        status = runs.read_status(rd)
+        epochs_during = int((runs.read_metrics(rd).get("kind") == "epoch").sum()) \
+            if not runs.read_metrics(rd).empty else 0
+        result["training"] = {"run_id": run_id, "state_during_whole_phase": runs.effective_state(status) == "running",
+                              "state_after": runs.effective_state(status),
+                              "epochs_done_after": epochs_during, "load_phase_seconds": round(load_seconds, 1)}
+        jobs.stop(rd.path)
+        for name, _ in pages:
+            b, lo = base.get(name, []), loaded.get(name, [])
+            row = {"baseline_s": round(statistics.median(b), 2) if b else None,
+                   "loaded_median_s": round(statistics.median(lo), 2) if lo else None,
+                   "loaded_max_s": round(max(lo), 2) if lo else None, "n": len(lo)}
+            if row["baseline_s"] and row["loaded_median_s"]:
+                row["ratio_loaded_vs_baseline"] = round(row["loaded_median_s"] / row["baseline_s"], 2)
+            result["pages"][name] = row
+        all_loaded = [s for v in loaded.values() for s in v]
+        result["max_s"] = round(max(all_loaded), 2) if all_loaded else None
+        result["baseline_max_s"] = round(max(s for v in base.values() for s in v), 2) if base else None
+        result["failures"] = base_fail + load_fail
+        result["all_pages_rendered"] = not result["failures"] and all(
+            result["pages"][n]["n"] == args.sessions * args.rounds for n, _ in pages)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for child in ws.runs_dir.iterdir():  # never leave a worker behind (the in-process run recorded our pid)
+            st = runs.read_status(child) if child.is_dir() else {}
+            if st.get("pid") and st["pid"] != os.getpid() and runs.effective_state(st) in runs.ACTIVE_STATES:
+                os.kill(st["pid"], 9)
+    print(json.dumps(result, sort_keys=True))
+    return 0 if result.get("all_pages_rendered") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

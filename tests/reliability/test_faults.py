@@ -1,0 +1,403 @@
+"""Faults: a killed worker, concurrent launches, a read-only or full workspace, corrupt run files.
+
+Real failures only: ``kill -9`` of a real worker process, a real tmpfs that is full or
+mounted read-only (when this machine lets the test mount one; otherwise the kernel's
+per-process file-size limit ``RLIMIT_FSIZE`` makes the same writes fail for real), a
+workspace path that cannot be a folder, bytes really written into run files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from core import datasets, jobs, models, runs
+from core.training import TrainConfig
+from core.workspace import WorkspaceError, home
+
+from tests.reliability.conftest import tree_snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def colours(tmp_path) -> Path:
+    """36 tiny images in 3 class folders (learnable: a coloured square on noise)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "colours"
+    for c, rgb in {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 190, 30)}.items():
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            im = Image.fromarray(rng.integers(0, 50, size=(16, 16, 3)).astype(np.uint8), "RGB")
+            x, y = (int(v) for v in rng.integers(0, 8, 2))
+            ImageDraw.Draw(im).rectangle([x, y, x + 7, y + 7], fill=rgb)
+            im.save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def ws(tmp_path):
+    workspace = home(tmp_path / "ws").ensure()
+    yield workspace
+    for rd in workspace.runs_dir.iterdir():  # never leave a worker of this test behind
+        st = runs.read_status(rd) if rd.is_dir() else {}
+        if st.get("pid") and st["pid"] != os.getpid() and runs.effective_state(st) in runs.ACTIVE_STATES:
+            os.kill(st["pid"], signal.SIGKILL)
+
+
+def _config(folder: Path, **kw) -> TrainConfig:
+    base = dict(dataset={"path": str(folder)}, image_size=16, epochs=2, batch_size=8, filters=4, embedding_dim=8,
+                patience=0, reduce_lr_patience=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _wait(pred, timeout=180.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _log(rd) -> str:
+    p = (rd if isinstance(rd, runs.RunDir) else runs.RunDir(rd)).worker_log
+    return p.read_text(errors="replace")[-3000:] if p.exists() else "(no worker.log)"
+
+
+def _partials(root: Path) -> list[str]:
+    """Temp / partial files an interrupted write could leave behind."""
+    return sorted(str(p) for p in root.rglob("*") if p.name.endswith((".tmp", ".partial")) or ".partial" in p.name)
+
+
+# ---------------------------------------------------------------------------
+# kill -9, then two launches at once
+# ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_kill_9_mid_training_while_two_concurrent_launches_wait_then_both_finish(colours, ws):
+    """Two sessions launch at the same instant while a run trains; that run's worker is killed with
+    SIGKILL mid-training -> it shows interrupted, its best checkpoint loads, and the two queued runs
+    then train one after the other, each in its own intact run directory. (The queue / SIGTERM /
+    kill -9 basics are in tests/core/test_jobs.py; this adds what happens *after* the kill.)"""
+    long_id = jobs.launch(_config(colours, epochs=400), workspace=ws)
+    long_rd = runs.RunDir(ws.runs_dir / long_id)
+    _wait(lambda: rd_epochs(long_rd) >= 1 and long_rd.model.exists(), what=f"one epoch; log: {_log(long_rd)}")
+
+    # two "browser sessions" launch at the same instant
+    barrier = threading.Barrier(2)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def session(seed: int) -> None:
+        try:
+            barrier.wait()
+            ids.append(jobs.launch(_config(colours, epochs=1, seed=seed), workspace=ws))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(ids)) == 2
+    for run_id in ids:  # both wait in the queue behind the training run
+        _wait(lambda: runs.read_status(ws.runs_dir / run_id).get("pid"), timeout=60, what="queued worker pid")
+        assert runs.effective_state(runs.read_status(ws.runs_dir / run_id)) == "queued"
+
+    # kill -9 the training worker, mid-epoch
+    _wait(lambda: rd_epochs(long_rd) >= 1, what="training to go on")
+    os.kill(runs.read_status(long_rd)["pid"], signal.SIGKILL)
+    _wait(lambda: runs.effective_state(runs.read_status(long_rd)) == "interrupted", timeout=30, what="interrupted")
+    model_mtime = long_rd.model.stat().st_mtime_ns
+    model = models.load_model(long_rd.model)
+    assert model.predict(np.zeros((1, 16, 16, 3), "float32"), verbose=0).shape == (1, 3)
+
+    for run_id in ids:
+        rd = runs.RunDir(ws.runs_dir / run_id)
+        _wait(lambda: runs.read_status(rd)["state"] in ("done", "failed", "stopped"), timeout=300,
+              what=f"{run_id} to finish; log: {_log(rd)}")
+        st = runs.read_status(rd)
+        assert st["state"] == "done", _log(rd)
+        cfg = runs.read_config(rd)
+        assert cfg["run_id"] == run_id and cfg["seed"] in (1, 2)
+        ep = runs.read_metrics(rd).query("kind == 'epoch'")
+        assert list(ep["epoch"].astype(int)) == [1]                # its own epoch, nobody else's
+        assert runs.read_predictions(rd, split="test").n_samples > 0
+        assert models.load_model(rd.model) is not None
+    s = sorted((runs.read_status(ws.runs_dir / i) for i in ids), key=lambda st: st["started_at"])
+    assert s[1]["started_at"] >= s[0]["finished_at"] - 0.5     # queued: one after the other
+    table = jobs.list_runs(ws).set_index("run_id")
+    assert table.loc[long_id, "state"] == "interrupted" and bool(table.loc[long_id, "has_model"])
+    assert (table.loc[ids, "state"] == "done").all()
+    assert long_rd.model.stat().st_mtime_ns == model_mtime       # the interrupted run was left alone
+    # every visible file is whole; only a killed writer's hidden temp file may remain in its own run
+    assert json.loads(long_rd.status.read_text())["state"] == "running"  # whole JSON, not a torn file
+    assert [p for p in _partials(ws.root) if not p.startswith(str(long_rd.path) + "/.")] == []
+
+
+def rd_epochs(rd: runs.RunDir) -> int:
+    m = runs.read_metrics(rd)
+    return 0 if m.empty or "kind" not in m.columns else int((m["kind"] == "epoch").sum())
+
+
+# ---------------------------------------------------------------------------
+# corrupt run files
+# ---------------------------------------------------------------------------
+
+def _synthetic_run(path: Path) -> runs.RunDir:
+    rd = runs.RunDir(path)
+    rd.path.mkdir(parents=True)
+    labels = {"task": "multiclass", "classes": ["cat", "dog"]}
+    runs.write_config(rd, {"task": "multiclass", "model": "cnn", "monitor": "val_macro_f1", "dataset_id": "d1"})
+    runs.write_status(rd, "done", epoch=3, message="finished")
+    for e, f1 in enumerate((0.5, 0.8, 0.7), start=1):
+        runs.append_metrics(rd, {"kind": "epoch", "epoch": e, "loss": 1.0 / e, "val_macro_f1": f1})
+    runs.write_labels(rd, labels)
+    frame = runs.predictions_frame(labels, sample_ids=["a", "b", "c"], paths=["/x/a.png", "/x/b.png", "/x/c.png"],
+                                   splits="test", y_true=[0, 1, 1],
+                                   probs=np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    runs.write_predictions(rd, frame)
+    return rd
+
+
+def test_corrupt_metrics_line_and_status_json_keep_the_run_listed_and_readable(tmp_path):
+    runs_dir = tmp_path / "runs"
+    rd = _synthetic_run(runs_dir / "r-metrics")
+    lines = rd.metrics.read_bytes().splitlines(keepends=True)
+    rd.metrics.write_bytes(lines[0] + b'{"kind": "epoch", "epo\x00\xff garbage\n' + b"".join(lines[1:])
+                           + b'{"kind": "epoch", "epoch": 4, "val_ma')  # a torn last line too
+    m = runs.read_metrics(rd)
+    assert list(m["epoch"]) == [1, 2, 3]
+    row = runs.list_runs(runs_dir).set_index("run_id").loc["r-metrics"]
+    assert row["state"] == "done" and row["best_value"] == 0.8 and row["best_epoch"] == 2
+
+    for name, content in (("r-torn", b'{"state": "runn'), ("r-empty", b""), ("r-list", b"[1, 2]"),
+                          ("r-binary", b"\x89PNG\r\n\x1a\n\x00\x00"), ("r-badstate", b'{"state": "exploded"}')):
+        bad = _synthetic_run(runs_dir / name)
+        bad.status.write_bytes(content)
+    shutil.rmtree(runs_dir / "r-metrics")
+    table = runs.list_runs(runs_dir).set_index("run_id")
+    assert sorted(table.index) == ["r-badstate", "r-binary", "r-empty", "r-list", "r-torn"]
+    for name in table.index:
+        r = table.loc[name]
+        assert r["state"] == "unknown" and "status.json" in r["message"], (name, r["message"])
+        assert bool(r["has_predictions"]) and r["task"] == "multiclass"
+        rd = runs.RunDir(runs_dir / name)
+        assert runs.read_predictions(rd, split="test").n_samples == 3   # the results stay readable
+        assert runs.read_labels(rd)["classes"] == ["cat", "dog"]
+        assert len(runs.read_metrics(rd)) == 3
+    # and the run can be written again: the next status replaces the corrupt one
+    runs.write_status(runs_dir / "r-torn", "done", message="repaired")
+    assert runs.list_runs(runs_dir).set_index("run_id").loc["r-torn", "state"] == "done"
+
+
+# ---------------------------------------------------------------------------
+# read-only and full workspaces
+# ---------------------------------------------------------------------------
+
+def _cli(*args: str, preexec=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300, preexec_fn=preexec)
+
+
+def test_unusable_workspace_path_is_a_clear_error_in_core_and_cli(corpus, corpus_snapshot, tmp_path):
+    """Tests run as root, for whom chmod does not block writes: a path whose parent is a regular
+    file can never be created, by anyone (ENOTDIR), so it stands in for a read-only workspace."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    ws = home(blocker / "ws")
+    with pytest.raises(WorkspaceError, match="LOUPE_HOME") as err:
+        datasets.load_dataset(datasets.DatasetSpec(path=str(corpus.folders)), workspace=ws)
+    assert str(blocker / "ws") in str(err.value)
+    proc = _cli("dataset", "inspect", str(corpus.folders), "--workspace", str(blocker / "ws"), "--json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: Cannot use the workspace at {blocker / 'ws'}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert tree_snapshot(corpus.root) == corpus_snapshot
+
+
+def _mount_tmpfs(target: Path, size: str) -> bool:
+    target.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def _umount(target: Path) -> None:
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 8 MB tmpfs mounted for this test, or None when this machine does not allow mounting."""
+    target = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+    if os.geteuid() != 0 or not shutil.which("mount") or not _mount_tmpfs(target, "8m"):
+        yield None
+        return
+    try:
+        yield target
+    finally:
+        _umount(target)
+
+
+# One process loads the corpus into fresh workspaces with less and less free space. For each
+# budget it prints one JSON line: ok, or the error type and message; a crash (SIGBUS from a
+# memory-mapped write on a full disk) kills it and the test sees the missing lines.
+_FULL_DISK_SCRIPT = r"""
+import json, os, resource, signal, shutil, sys
+from pathlib import Path
+from core import datasets
+from core.workspace import home
+
+mode, base, folders = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+budgets = [int(b) for b in sys.argv[4].split(",")]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # rlimit mode: EFBIG errors instead of a signal
+for i, budget in enumerate(budgets):
+    root = base / f"ws{i}"
+    filler = base / "filler"
+    if mode == "tmpfs":
+        if filler.exists():
+            filler.unlink()
+        st = os.statvfs(base)
+        free = st.f_bavail * st.f_frsize
+        with open(filler, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, max(1, free - budget))
+    else:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (budget, resource.RLIM_INFINITY))
+    try:
+        ds = datasets.load_dataset(datasets.DatasetSpec(path=folders), workspace=home(root))
+        out = {"budget": budget, "ok": True, "n": len(ds.samples)}
+    except OSError as exc:
+        out = {"budget": budget, "ok": False, "type": type(exc).__name__, "message": str(exc)}
+    finally:
+        if mode != "tmpfs":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    leftovers = [str(p) for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    out["leftovers"] = leftovers
+    print(json.dumps(out), flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+"""
+
+
+def test_full_disk_gives_a_clear_error_never_a_crash_or_partial_files(corpus, corpus_snapshot, tmp_path, tmpfs):
+    if tmpfs is not None:
+        mode, base = "tmpfs", tmpfs
+        budgets = [64 << 10, 512 << 10, 900 << 10, 960 << 10, 1000 << 10, 1040 << 10, 1080 << 10, 6 << 20]
+    else:  # no mount allowed here: the kernel's file-size limit makes the big writes fail instead
+        mode, base = "rlimit", tmp_path / "rl"
+        base.mkdir()
+        budgets = [4 << 10, 64 << 10, 512 << 10, 64 << 20]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, mode, str(base), str(corpus.folders),
+                           ",".join(map(str, budgets))], capture_output=True, text=True, env=env, timeout=300)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0 and len(results) == len(budgets), \
+        f"rc={proc.returncode} (-7 = SIGBUS) after {results}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr
+    failures = [r for r in results if not r["ok"]]
+    assert failures, f"no budget was small enough to fail in {mode} mode: {results}"
+    for r in failures:
+        msg = r["message"]
+        assert str(base) in msg, msg                                        # names where it could not write
+        assert any(w in msg for w in ("No space left", "disk is full", "disk I/O error", "File too large",
+                                      "could not be written")), msg
+    assert results[-1]["ok"] and results[-1]["n"] == corpus.n_folder_valid  # with room, it loads
+    assert all(r["leftovers"] == [] for r in results), results
+    assert tree_snapshot(corpus.root) == corpus_snapshot
+
+
+def test_read_only_workspace_refuses_writes_with_a_clear_message_and_still_reads(corpus, tmpfs):
+    if tmpfs is None:
+        pytest.skip("this machine does not allow mounting a tmpfs (the ENOTDIR test above covers the message)")
+    ws = home(tmpfs / "ws").ensure()
+    ds = datasets.load_dataset(datasets.DatasetSpec(path=str(corpus.table), labels=str(corpus.csv["bom"])),
+                               workspace=ws)
+    rd = _synthetic_run(ws.runs_dir / "r1")
+    assert subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True).returncode == 0
+    with pytest.raises(OSError) as err:  # WorkspaceError is an OSError
+        datasets.load_dataset(datasets.DatasetSpec(path=str(corpus.folders)), workspace=ws)
+    assert str(tmpfs) in str(err.value) and "read-only" in str(err.value).lower(), str(err.value)
+    with pytest.raises(OSError, match="Read-only file system"):
+        runs.write_status(rd, "done", message="x")
+    # what was saved before is still readable
+    assert datasets.open_dataset(ws, ds.dataset_id).report.n_valid == 8
+    assert runs.list_runs(ws.runs_dir).set_index("run_id").loc["r1", "state"] == "done"
+    assert _partials(tmpfs) == []
+    proc = _cli("dataset", "inspect", str(corpus.folders), "--workspace", str(ws.root))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(tmpfs) in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# The server dies during review: every decision made before is there
+# ---------------------------------------------------------------------------
+
+_REVIEW_SCRIPT = r"""
+import os, signal, sys
+from core import review
+from core.workspace import home
+ws = home(sys.argv[1])
+ds_id = sys.argv[2]
+sids = sys.argv[3].split("|")
+for i, sid in enumerate(sids):          # one click = one committed decision (what pages/clean.py does)
+    action = ("exclude", "keep", "relabel")[i % 3]
+    review.record_decisions(ws, ds_id, [dict(sample_id=sid, action=action,
+                                             new_label="dog" if action == "relabel" else None)])
+    print(f"clicked {sid}", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)    # the server is killed: no clean shutdown, no close()
+"""
+
+
+def test_decisions_survive_the_server_being_killed_mid_review(corpus, tmp_path):
+    from core import review
+
+    ws = home(tmp_path / "ws").ensure()
+    ds = datasets.load_dataset(datasets.DatasetSpec(path=str(corpus.table), labels=str(corpus.csv["bom"])),
+                               workspace=ws)
+    sids = [s for s in ds.samples["sample_id"] if "cat" in s][:3]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _REVIEW_SCRIPT, str(ws.root), ds.dataset_id, "|".join(sids)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and proc.stdout.count("clicked") == 3, proc.stderr
+    # "restart": a fresh process state reads the same workspace
+    got = review.decisions(home(tmp_path / "ws"), ds.dataset_id).sort_values("decision_id")
+    assert list(got["sample_id"]) == sids and list(got["action"]) == ["exclude", "keep", "relabel"]
+    eff = review.effective_labels(ds, ws).set_index("sample_id")
+    assert eff.loc[sids[2], "label"] == "dog"
+    with ws.connect() as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_atomic_writes_leave_whole_files_with_ordinary_permissions(tmp_path):
+    """Files written atomically get the mode ``open()`` would give them (0666 & ~umask), not
+    mkstemp's private 0600, so a run folder stays readable by the other people sharing the app."""
+    from core.workspace import _umask, atomic_write_json
+
+    target = tmp_path / "status.json"
+    atomic_write_json(target, {"state": "done"})
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+    with pytest.raises(TypeError):  # a write that fails midway keeps the old file and leaves no temp file
+        from core.workspace import atomic_write_bytes
+        atomic_write_bytes(target, object())  # type: ignore[arg-type]
+    assert json.loads(target.read_text()) == {"state": "done"} and [p.name for p in tmp_path.iterdir()] == \
+        ["status.json"]
