@@ -44,6 +44,7 @@ test: install-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-dev
+	$(PY) -m pip install --quiet -r bench/requirements-bench.txt  # peer tools compared in bench/ only
 	$(PY) bench/run_all.py
 
 clean-venv:

@@ -1,0 +1,1051 @@
+"""Dirty-sample detectors: what is wrong with a dataset, one row per flag.
+
+Vocabulary: a dataset has N samples (see :mod:`core.datasets`); an *issue* is one flag
+raised by one detector on one sample. :func:`audit_dataset` runs the enabled detectors
+and returns an :class:`AuditResult` whose ``issues`` table has one row per flag:
+
+``sample_id``        the sample (as in the samples table; for ``corrupt`` files, which never
+                     became samples, the path relative to the dataset folder).
+``path``             the image path as the dataset gives it (``rel_path``).
+``issue``            one of :data:`DETECTORS`.
+``score``            float, **higher = more suspect**; within an issue the rows are sorted
+                     most suspect first. Scores compare within one issue only.
+``suggested_action`` one of :data:`ACTIONS`: ``exclude`` (drop from training), ``relabel``
+                     (to ``suggested_label``), ``keep`` (shown, nothing to fix), ``review``
+                     (a person must look).
+``suggested_label``  str, the likely right label ('' when there is none).
+``label``            the current label (str; hierarchical: the leaf level; multilabel:
+                     the positive labels joined by ``|``).
+``label_column``     the label column ``suggested_label`` applies to ('' when none).
+``detail``           one human-readable sentence: what was measured and why it is suspect.
+``group``            related samples: a duplicate cluster id shared by its members
+                     (``dup:...`` / ``near:...``), the class for ``rare_class``, else ''.
+
+Every detector reads the resized images of the workspace's image cache
+(:class:`core.images.ImageCache`, the same 96 px arrays the loader decoded), streamed in
+chunks from a memory map, so memory stays flat as the dataset grows; exact duplicates
+also hash the file bytes (streamed). ``label_issue`` uses confident learning
+(:func:`cleanlab.filter.find_label_issues`) on out-of-sample predicted probabilities only:
+cross-validated (``cross_val_predict``) logistic regression on cheap image features, or
+a trained run's validation / test predictions when ``run_dir`` is given.
+
+The latest audit of each dataset is saved under ``<workspace>/cache/audit/<dataset_id>/``
+(:func:`save_audit`, :func:`load_audit`), together with the config that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import time
+import uuid
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from core.workspace import Workspace, atomic_write_bytes, atomic_write_json, read_json
+
+#: issue name -> one line on what it measures (the order is the display order).
+DETECTORS: dict[str, str] = {
+    "corrupt": "The file cannot be decoded (truncated, empty, not an image): it never loads.",
+    "uniform": "Almost no information: the pixel standard deviation is below a threshold (blank crop).",
+    "duplicate": "Exact copies: identical file bytes (or identical pixels of a crop); conflicting labels flagged.",
+    "near_duplicate": "Perceptual copies (resized, recompressed, slightly cropped): small pixel distance "
+                      "after the best crop alignment.",
+    "dark": "Underexposed: even the brightest pixels (95th percentile luminance) stay dark.",
+    "bright": "Overexposed: even the darkest pixels (5th percentile luminance) are near white.",
+    "blurry": "Little fine detail: the second-derivative energy is low relative to the image contrast.",
+    "odd_size": "Tiny (shortest side below a minimum) or extreme aspect ratio (long / short side above a maximum).",
+    "rare_class": "The sample's class has fewer samples than the minimum: exclude it or merge it into another class.",
+    "label_issue": "Probably mislabelled: confident learning (cleanlab) on out-of-sample predicted probabilities.",
+    "hierarchy_conflict": "A sub-label placed under a parent other than the one it has in most samples.",
+    "missing_label": "Multi-label or attribute entries that are unknown (missing, never read as 0).",
+}
+#: What a reviewer may do with a flag.
+ACTIONS = ("exclude", "relabel", "keep", "review")
+#: Columns of :attr:`AuditResult.issues`, in order.
+ISSUE_COLUMNS = ("sample_id", "path", "issue", "score", "suggested_action", "suggested_label", "label",
+                 "label_column", "detail", "group")
+#: Side of the cached images the detectors read (the loader's preview size: no new decoding).
+AUDIT_SIZE = 96
+
+_CHUNK = 256  # images per streamed chunk
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Thresholds of the detectors; every one has a default that suits typical datasets.
+
+    Pixel values are on the 0..255 scale; statistics are taken on the cached images at 48 px.
+
+    ``enabled``: detector names to run (default: all of :data:`DETECTORS`).
+    ``uniform_std``: flag when the largest per-channel pixel standard deviation is below this.
+    ``dark``: flag when the 95th percentile luminance is below this.
+    ``bright``: flag when the 5th percentile luminance is above this.
+    ``blurry``: flag when the sharpness ratio (second-derivative energy / pixel variance, best
+    direction) is below this.
+    ``odd_min_side``: flag images whose shortest original side is below this many pixels.
+    ``odd_max_aspect``: flag images whose long side / short side exceeds this.
+    ``near_duplicate_distance``: flag pairs whose 95th percentile absolute pixel difference
+    (0..255, 16 px grayscale thumbnails, after the best crop alignment) is at most this.
+    ``near_duplicate_neighbors``: candidates compared per image (nearest by coarse thumbnail).
+    ``near_duplicate_max_crop``: largest crop per side (fraction) tried when aligning two images.
+    ``rare_min``: classes with fewer samples are ``rare_class``.
+    ``label_issue_folds``: cross-validation folds of the quick classifier.
+    ``label_issue_filter``: cleanlab ``filter_by`` method.
+    ``label_issue_max_fraction``: at most this fraction of the samples is flagged (the most suspect).
+    ``seed``: of the cross-validation split.
+    """
+
+    enabled: tuple[str, ...] = tuple(DETECTORS)
+    uniform_std: float = 3.0
+    dark: float = 40.0
+    bright: float = 235.0
+    blurry: float = 0.02
+    odd_min_side: int = 10
+    odd_max_aspect: float = 12.0
+    near_duplicate_distance: float = 5.0
+    near_duplicate_neighbors: int = 5
+    near_duplicate_max_crop: float = 0.08
+    rare_min: int = 20
+    label_issue_folds: int = 5
+    label_issue_filter: str = "both"
+    label_issue_max_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        enabled = self.enabled
+        if isinstance(enabled, str):
+            enabled = tuple(e.strip() for e in enabled.split(",") if e.strip())
+        enabled = tuple(enabled)
+        unknown = [e for e in enabled if e not in DETECTORS]
+        if unknown:
+            raise ValueError(f"enabled must name detectors among {list(DETECTORS)}; received unknown {unknown}")
+        object.__setattr__(self, "enabled", tuple(d for d in DETECTORS if d in enabled))
+        for name in ("uniform_std", "dark", "bright", "blurry", "odd_max_aspect", "near_duplicate_distance",
+                     "near_duplicate_max_crop", "label_issue_max_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)) or float(v) < 0:
+                raise ValueError(f"{name} must be a number >= 0; received {name}={v!r}")
+            object.__setattr__(self, name, float(v))
+        for name in ("odd_min_side", "near_duplicate_neighbors", "rare_min", "label_issue_folds", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 0:
+                raise ValueError(f"{name} must be an int >= 0; received {name}={v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.label_issue_folds < 2:
+            raise ValueError(f"label_issue_folds must be >= 2; received label_issue_folds={self.label_issue_folds}")
+        if self.near_duplicate_max_crop >= 0.5:
+            raise ValueError("near_duplicate_max_crop must be < 0.5; received "
+                             f"near_duplicate_max_crop={self.near_duplicate_max_crop}")
+        filters = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
+        if self.label_issue_filter not in filters:
+            raise ValueError(f"label_issue_filter must be one of {filters}; "
+                             f"received label_issue_filter={self.label_issue_filter!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["enabled"] = list(self.enabled)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "AuditConfig":
+        """Build from a dict (unknown keys are ignored, so old saved configs still load)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "enabled" and isinstance(v, list) else v)
+                      for k, v in (d or {}).items() if k in names})
+
+
+#: Threshold fields for a UI: name -> (label, min, max, step, help). Ranges are sensible, not enforced.
+CONFIG_FIELDS: dict[str, tuple[str, float, float, float, str]] = {
+    "uniform_std": ("Uniform: max pixel std", 0.0, 20.0, 0.5, "Flag images whose pixel std is below this."),
+    "dark": ("Dark: max 95th pct luminance", 0.0, 128.0, 1.0, "Flag images darker than this."),
+    "bright": ("Bright: min 5th pct luminance", 128.0, 255.0, 1.0, "Flag images brighter than this."),
+    "blurry": ("Blurry: min sharpness", 0.0, 0.2, 0.005, "Flag images less sharp than this."),
+    "odd_min_side": ("Odd size: min side (px)", 1, 256, 1, "Flag images whose shortest side is smaller."),
+    "odd_max_aspect": ("Odd size: max aspect ratio", 1.0, 50.0, 0.5, "Flag images more elongated than this."),
+    "near_duplicate_distance": ("Near duplicate: max pixel distance", 0.0, 30.0, 0.5,
+                                "Pairs at most this far apart (95th pct abs difference, 0..255) are near duplicates."),
+    "rare_min": ("Rare class: min samples", 1, 500, 1, "Classes with fewer samples are flagged."),
+    "label_issue_folds": ("Label issues: CV folds", 2, 10, 1, "Folds of the quick out-of-fold classifier."),
+}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit_dataset` found.
+
+    ``issues``: DataFrame with :data:`ISSUE_COLUMNS`, one row per flag, issues in
+    :data:`DETECTORS` order and most suspect first within an issue. ``counts``: issue ->
+    number of flags (every detector name present, 0 when nothing was found or it did not
+    run). ``seconds``: wall time; ``timings``: seconds per detector stage. ``n_samples``:
+    samples audited. ``source``: where the ``label_issue`` probabilities came from
+    (``"features"`` or a run id). ``notes``: detectors skipped and why.
+    """
+
+    issues: pd.DataFrame
+    dataset_id: str
+    config: AuditConfig
+    counts: dict[str, int]
+    seconds: float
+    n_samples: int
+    source: str = "features"
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    created_at: float = 0.0
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the table, JSON-ready."""
+        return {"dataset_id": self.dataset_id, "config": self.config.to_dict(), "counts": dict(self.counts),
+                "seconds": self.seconds, "n_samples": self.n_samples, "source": self.source,
+                "timings": dict(self.timings), "notes": list(self.notes), "created_at": self.created_at}
+
+
+# ---------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------
+
+def _row(sample_id: str, path: str, issue: str, score: float, action: str, detail: str, *, label: str = "",
+         suggested_label: str = "", label_column: str = "", group: str = "") -> dict[str, Any]:
+    return {"sample_id": str(sample_id), "path": str(path), "issue": issue, "score": float(score),
+            "suggested_action": action, "suggested_label": str(suggested_label), "label": str(label),
+            "label_column": str(label_column), "detail": detail, "group": str(group)}
+
+
+def _empty_issues() -> pd.DataFrame:
+    df = pd.DataFrame({c: pd.Series(dtype=float if c == "score" else object) for c in ISSUE_COLUMNS})
+    return df.astype({c: str for c in ISSUE_COLUMNS if c != "score"})
+
+
+def _current_labels(samples: pd.DataFrame, schema: Any) -> tuple[list[str], str]:
+    """The label shown per sample (leaf level; multilabel: positives joined by '|') and its column."""
+    cols = list(schema.label_columns)
+    if schema.task == "multilabel":
+        Y = samples[cols].to_numpy(dtype=float)
+        return ["|".join(c for c, v in zip(cols, row) if v == 1.0) for row in Y], ""
+    col = cols[-1]
+    return samples[col].astype(str).tolist(), col
+
+
+# ---------------------------------------------------------------------------
+# Image statistics (one streamed pass over the cached arrays)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class _Stats:
+    std: np.ndarray        # (N,) max per-channel pixel std (48 px)
+    p05: np.ndarray        # (N,) 5th percentile luminance (48 px)
+    p95: np.ndarray        # (N,) 95th percentile luminance
+    sharp: np.ndarray      # (N,) sharpness ratio
+    thumb8: np.ndarray     # (N, 8*8*3) float32 coarse RGB thumbnails (near-duplicate candidates)
+    gray16: np.ndarray     # (N, 16*16) float32 grayscale thumbnails (near-duplicate distance, features)
+    color: np.ndarray      # (N, 4*4*3 + 6) float32 colour layout + channel mean/std
+    hog: np.ndarray        # (N, 8*8*9) float32 histograms of oriented gradients
+    hsv: np.ndarray        # (N, 12*3*3) float32 hue / saturation / value histogram (sqrt of frequencies)
+    pix_hash: list[str]    # sha1 of the cached pixels (exact duplicates of crops)
+
+
+def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """(n, S, S, c) -> (n, k, k, c) by averaging S/k x S/k blocks (S divisible by k)."""
+    n, s, _, c = x.shape
+    b = s // k
+    return x.reshape(n, k, b, k, b, c).mean(axis=(2, 4))
+
+
+def _hog(g: np.ndarray, cells: int = 8, bins: int = 9) -> np.ndarray:
+    """Histograms of oriented gradients of grayscale images (m, S, S): (m, cells*cells*bins), L2-normalised."""
+    m, s, _ = g.shape
+    gx = np.zeros_like(g)
+    gy = np.zeros_like(g)
+    gx[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
+    gy[:, 1:-1, :] = g[:, 2:, :] - g[:, :-2, :]
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)
+    b = np.minimum((ang * (bins / np.pi)).astype(np.int64), bins - 1)
+    c = s // cells
+    h = np.zeros((m, s, s, bins), np.float32)
+    np.put_along_axis(h, b[..., None], mag[..., None], axis=3)
+    h = h[:, :c * cells, :c * cells].reshape(m, cells, c, cells, c, bins).sum(axis=(2, 4)).reshape(m, -1)
+    h /= np.linalg.norm(h, axis=1, keepdims=True) + 1e-3
+    return np.sqrt(h)
+
+
+def _hsv_hist(raw: np.ndarray) -> np.ndarray:
+    """Colour histograms of uint8 RGB images (m, S, S, 3): 12 hues x 3 saturations x 3 values, sqrt-scaled."""
+    from PIL import Image
+
+    out = np.zeros((len(raw), 108), np.float32)
+    for r, im in enumerate(raw):
+        h = np.asarray(Image.fromarray(im).convert("HSV"), dtype=np.int32)
+        idx = ((h[..., 0] * 12 // 256) * 3 + h[..., 1] * 3 // 256) * 3 + h[..., 2] * 3 // 256
+        c = np.bincount(idx.ravel(), minlength=108).astype(np.float32)
+        out[r] = np.sqrt(c / max(c.sum(), 1.0))
+    return out
+
+
+def _gray(x: np.ndarray) -> np.ndarray:
+    return x @ _LUMA
+
+
+def _sharpness(g: np.ndarray, width: int, height: int) -> float:
+    """Second-derivative energy / (variance + 25) of a grayscale image, at no more than its original resolution.
+
+    The cached image of a small original is an upscale (smooth by construction), so it is
+    first brought back to ``min(original, S)`` pixels per axis. The best direction counts.
+    """
+    s = g.shape[0]
+    tw, th = max(3, min(width, s)), max(3, min(height, s))
+    if (tw, th) != (s, s):
+        from PIL import Image
+
+        g = np.asarray(Image.fromarray(g, mode="F").resize((tw, th), Image.Resampling.BOX), dtype=np.float32)
+    lx = g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2]
+    ly = g[2:, :] - 2 * g[1:-1, :] + g[:-2, :]
+    return float(max((lx ** 2).mean(), (ly ** 2).mean()) / (g.var() + 25.0))
+
+
+def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights: np.ndarray, *, want_hash: bool,
+                 want_features: bool = True, progress: Callable[[int, int], None] | None = None) -> _Stats:
+    """One streamed pass over the cached images (chunks of a memory map): every per-image number the detectors use.
+
+    Statistics are taken at half the cached size (2 x 2 integer box average), which is
+    what blank / dark / blur checks need; ``want_features`` adds the classifier's HOG and
+    colour histograms (only ``label_issue`` uses them).
+    """
+    n = len(images)
+    std = np.zeros(n, np.float32)
+    p05 = np.zeros(n, np.float32)
+    p95 = np.zeros(n, np.float32)
+    sharp = np.zeros(n, np.float32)
+    thumb8 = np.zeros((n, 8 * 8 * 3), np.float32)
+    gray16 = np.zeros((n, 16 * 16), np.float32)
+    color = np.zeros((n, 4 * 4 * 3 + 6), np.float32)
+    hog = np.zeros((n, 8 * 8 * 9 if want_features else 0), np.float32)
+    hsv = np.zeros((n, 108 if want_features else 0), np.float32)
+    hashes: list[str] = []
+    for a in range(0, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        raw = np.asarray(images[a:b])  # (m, S, S, 3) uint8: one chunk in RAM at a time
+        m, size = raw.shape[0], raw.shape[1]
+        half = size // 2
+        x = raw.reshape(m, half, 2, half, 2, 3).sum(axis=(2, 4), dtype=np.uint16).astype(np.float32) * 0.25
+        flat = x.reshape(m, -1, 3)
+        mu = flat.mean(axis=1)
+        sd = flat.std(axis=1)
+        std[a:b] = sd.max(axis=1)
+        g = _gray(x)  # (m, S/2, S/2)
+        gs = g.reshape(m, -1)
+        k05, k95 = int(round(0.05 * (gs.shape[1] - 1))), int(round(0.95 * (gs.shape[1] - 1)))
+        q = np.partition(gs, (k05, k95), axis=1)
+        p05[a:b], p95[a:b] = q[:, k05], q[:, k95]
+        for r in range(m):
+            sharp[a + r] = _sharpness(g[r], int(widths[a + r]), int(heights[a + r]))
+        thumb8[a:b] = _block_mean(x, 8).reshape(m, -1)
+        gray16[a:b] = _block_mean(g[..., None], 16).reshape(m, -1)
+        color[a:b] = np.concatenate([_block_mean(x, 4).reshape(m, -1) / 255.0, mu / 255.0, sd / 64.0], axis=1)
+        if want_features:
+            hog[a:b] = _hog(g)
+            hsv[a:b] = _hsv_hist(raw)
+        if want_hash:
+            hashes.extend(hashlib.sha1(raw[i].tobytes()).hexdigest() for i in range(m))
+        if progress:
+            progress(b, n)
+    std[~ok] = np.nan
+    return _Stats(std, p05, p95, sharp, thumb8, gray16, color, hog, hsv, hashes)
+
+
+# ---------------------------------------------------------------------------
+# Detectors
+# ---------------------------------------------------------------------------
+
+def _corrupt(ds: Any, workspace: Workspace) -> list[dict[str, Any]]:
+    """Every candidate that failed to decode while loading (from the load report and the cache)."""
+    from core.images import IMAGE_EXTENSIONS, REASONS, ImageCache
+
+    rep = ds.report
+    root = Path(ds.root)
+    found: dict[str, tuple[str, str]] = {}  # rel path -> (reason, message)
+    total = 0
+    for kind, g in rep.problems.items():
+        if kind.startswith("unseen_") or kind not in REASONS:
+            continue
+        total += g.count
+        for p in g.examples:
+            found.setdefault(p.path, (kind, p.message))
+    if total > len(found):
+        # The report keeps a few examples per kind: ask the cache (failures are remembered, nothing decodes).
+        inputs = read_json(workspace.dataset_dir(ds.dataset_id) / "inputs.json", default={}) or {}
+        have = set(ds.samples["path"].astype(str))
+        unseen = str(Path(ds.spec.unseen).absolute()) + os.sep if ds.spec.unseen else None
+        cands = [p for p in inputs.get("paths", []) if p not in have and os.path.splitext(p)[1].lower()
+                 in IMAGE_EXTENSIONS and not (unseen and p.startswith(unseen)) and not os.path.isdir(p)]
+        if cands:
+            frame = pd.DataFrame({"path": cands})
+            for c in ("x1", "y1", "x2", "y2"):
+                frame[c] = math.nan
+            arr = ImageCache(workspace.cache_dir / "images").arrays(frame, AUDIT_SIZE)
+            for i, p in enumerate(cands):
+                if not arr.ok[i]:
+                    rel = os.path.relpath(p, root) if p.startswith(str(root) + os.sep) else p
+                    rel = Path(rel).as_posix()
+                    if rel not in found:
+                        found[rel] = (arr.reasons.get(i, "truncated"), arr.errors.get(i, ""))
+    rows = []
+    for rel, (reason, msg) in sorted(found.items()):
+        text = REASONS.get(reason, reason)
+        if msg:  # "row 12: /abs/path/x.png: what is wrong. What to do." -> what is wrong. What to do.
+            text = msg
+            for marker in (str(root / rel) + ": ", rel + ": "):
+                if marker in text:
+                    text = text.split(marker, 1)[1]
+                    break
+        rows.append(_row(rel, rel, "corrupt", 1.0, "exclude",
+                         f"{reason}: {text}".strip(), label=""))
+    return rows
+
+
+def _file_sha1(path: str) -> str | None:
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    break
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _cluster_rows(clusters: list[list[int]], issue: str, prefix: str, *, sids: list[str], rels: list[str],
+                  labels: list[str], label_col: str, score_of: Callable[[int, list[int]], float],
+                  how: Callable[[int, int], str]) -> list[dict[str, Any]]:
+    """Rows for duplicate clusters: the first member is kept, the others excluded; conflicting labels -> review."""
+    rows = []
+    for members in clusters:
+        members = sorted(members)
+        cid = f"{prefix}:{hashlib.sha1(sids[members[0]].encode()).hexdigest()[:10]}"
+        labs = Counter(labels[i] for i in members)
+        conflict = len(labs) > 1
+        top = labs.most_common()
+        majority = top[0][0] if conflict and top[0][1] > top[1][1] else ""
+        for k, i in enumerate(members):
+            others = [j for j in members if j != i]
+            names = ", ".join(rels[j] for j in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            ref = others[0]
+            detail = f"{how(i, ref)} {names}"
+            if conflict:
+                detail += " — conflicting labels: " + ", ".join(f"{lab} ({c})" for lab, c in top)
+                action = "review" if not majority or labels[i] == majority else "relabel"
+                sugg = majority if majority and labels[i] != majority else ""
+            else:
+                action = "keep" if k == 0 else "exclude"
+                sugg = ""
+                detail += "; same label" + ("" if k else " (this copy is the one to keep)")
+            rows.append(_row(sids[i], rels[i], issue, score_of(i, members), action, detail, label=labels[i],
+                             suggested_label=sugg, label_column=label_col if sugg else "", group=cid))
+    return rows
+
+
+def _exact_duplicates(samples: pd.DataFrame, stats: _Stats, ok: np.ndarray) -> list[list[int]]:
+    """Clusters of identical files (whole images) or identical cached pixels (crops of the same box)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    boxed = samples[["x1", "y1", "x2", "y2"]].notna().any(axis=1).to_numpy()
+    paths = samples["path"].astype(str).tolist()
+    file_hash: dict[str, str | None] = {}
+    for i, p in enumerate(paths):
+        if not ok[i]:
+            continue
+        if boxed[i]:
+            key = "px:" + stats.pix_hash[i] if stats.pix_hash else None
+        else:
+            if p not in file_hash:
+                file_hash[p] = _file_sha1(p)
+            key = "file:" + file_hash[p] if file_hash[p] else None
+        if key:
+            groups[key].append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _box_means(img: np.ndarray, boxes: np.ndarray, out: int) -> np.ndarray:
+    """Exact area means of ``img`` (S, S) over an ``out`` x ``out`` grid inside each box -> (B, out*out).
+
+    Boxes are fractions (x1, y1, x2, y2). A summed-area table, bilinearly interpolated at
+    the cell corners, gives the mean over each (fractional) cell: a box filter, like a downscale.
+    """
+    s = img.shape[0]
+    sat = np.zeros((s + 1, s + 1), np.float64)
+    sat[1:, 1:] = img.astype(np.float64).cumsum(0).cumsum(1)
+    t = np.arange(out + 1, dtype=np.float64) / out
+    xs = np.clip((boxes[:, 0:1] + t[None] * (boxes[:, 2:3] - boxes[:, 0:1])) * s, 0, s)  # (B, out+1)
+    ys = np.clip((boxes[:, 1:2] + t[None] * (boxes[:, 3:4] - boxes[:, 1:2])) * s, 0, s)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), s - 1)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), s - 1)
+    wx = (xs - x0)[:, None, :]
+    wy = (ys - y0)[:, :, None]
+    Y0, Y1, X0, X1 = y0[:, :, None], y0[:, :, None] + 1, x0[:, None, :], x0[:, None, :] + 1
+    c = (sat[Y0, X0] * (1 - wx) + sat[Y0, X1] * wx) * (1 - wy) + (sat[Y1, X0] * (1 - wx) + sat[Y1, X1] * wx) * wy
+    cell = c[:, 1:, 1:] - c[:, :-1, 1:] - c[:, 1:, :-1] + c[:, :-1, :-1]
+    area = np.diff(xs, axis=1)[:, None, :] * np.diff(ys, axis=1)[:, :, None]
+    return (cell / np.maximum(area, 1e-9)).reshape(len(boxes), -1).astype(np.float32)
+
+
+def _dist16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Near-duplicate distance of 16 px grayscale thumbnails (..., 256): 95th percentile abs difference."""
+    d = np.abs(a - b)
+    k = int(round(0.95 * (d.shape[-1] - 1)))
+    return np.partition(d, k, axis=-1)[..., k]
+
+
+def _crop_distance(big: np.ndarray, wb: int, hb: int, small16: np.ndarray, ws: int, hs: int,
+                   max_crop: float, steps: int = 13) -> float:
+    """Distance between ``small`` and the best-aligned crop of ``big`` (same pixel scale), or inf.
+
+    ``big`` is the (S, S) grayscale cached image of the ``wb`` x ``hb`` original; the crop
+    is ``ws`` x ``hs`` original pixels at every offset (subsampled to ``steps`` per axis).
+    """
+    dx, dy = wb - ws, hb - hs
+    if dx < 0 or dy < 0 or (dx == 0 and dy == 0) or dx > 2 * max_crop * wb + 1 or dy > 2 * max_crop * hb + 1:
+        return math.inf
+    ls = np.unique(np.round(np.linspace(0, dx, min(steps, dx + 1))))
+    ts = np.unique(np.round(np.linspace(0, dy, min(steps, dy + 1))))
+    L, T = np.meshgrid(ls, ts, indexing="ij")
+    L, T = L.ravel(), T.ravel()
+    boxes = np.stack([L / wb, T / hb, (L + ws) / wb, (T + hs) / hb], axis=1).astype(np.float32)
+    crops16 = _box_means(big, boxes, 16)
+    return float(_dist16(crops16, small16[None]).min())
+
+
+def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: np.ndarray, heights: np.ndarray,
+                     skip: np.ndarray, cfg: AuditConfig, exact_of: np.ndarray
+                     ) -> tuple[list[list[int]], dict[tuple[int, int], float]]:
+    """Clusters of perceptual near duplicates and the distance of each matched pair.
+
+    Candidates: each image's ``near_duplicate_neighbors`` nearest by coarse 8 px colour
+    thumbnail among images of similar aspect ratio (chunked, O(N^2) time, O(chunk x N)
+    memory). Verified by the 95th percentile absolute difference of 16 px grayscale
+    thumbnails, directly (resized / recompressed copies) or after aligning the best crop
+    of the larger image (cropped copies). Blank images and extra exact copies are skipped.
+    """
+    idx = np.flatnonzero(ok & ~skip)
+    idx = idx[exact_of[idx] == idx]  # one representative per exact-duplicate cluster
+    if len(idx) < 2 or cfg.near_duplicate_neighbors < 1:
+        return [], {}
+    T = stats.thumb8[idx]
+    T = T - T.mean(axis=1, keepdims=True)
+    sq = (T ** 2).sum(axis=1)
+    la = np.log(np.maximum(widths[idx], 1) / np.maximum(heights[idx], 1)).astype(np.float32)
+    k = min(cfg.near_duplicate_neighbors, len(idx) - 1)
+    pairs: set[tuple[int, int]] = set()
+    for a in range(0, len(idx), 1024):
+        b = min(len(idx), a + 1024)
+        d = sq[a:b, None] + sq[None, :] - 2 * T[a:b] @ T.T
+        d[np.abs(la[a:b, None] - la[None, :]) > 0.35] = np.inf  # aspect ratios must roughly agree
+        d[np.arange(b - a), np.arange(a, b)] = np.inf
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
+        for r in range(b - a):
+            for j in nn[r]:
+                if np.isfinite(d[r, j]):
+                    i1, i2 = int(idx[a + r]), int(idx[j])
+                    pairs.add((min(i1, i2), max(i1, i2)))
+    if not pairs:
+        return [], {}
+    cand = np.array(sorted(pairs), dtype=np.int64)
+    direct = _dist16(stats.gray16[cand[:, 0]], stats.gray16[cand[:, 1]])
+    thr = cfg.near_duplicate_distance
+    dist: dict[tuple[int, int], float] = {}
+    for (i, j), dv in zip(cand.tolist(), direct.tolist()):
+        if dv > thr and cfg.near_duplicate_max_crop > 0:
+            # a slightly different crop of the same picture? align the smaller on the larger
+            big, small = (i, j) if widths[i] * heights[i] >= widths[j] * heights[j] else (j, i)
+            dx, dy = widths[big] - widths[small], heights[big] - heights[small]
+            lim = 2 * cfg.near_duplicate_max_crop
+            if 0 <= dx <= lim * widths[big] + 1 and 0 <= dy <= lim * heights[big] + 1 and dx + dy > 0:
+                g = _gray(np.asarray(images[big], dtype=np.float32))
+                geo = (int(widths[big]), int(heights[big]), stats.gray16[small], int(widths[small]),
+                       int(heights[small]), cfg.near_duplicate_max_crop)
+                coarse = _crop_distance(g, *geo, steps=4)  # 16 offsets; the exact search only when close
+                dv = min(dv, coarse if coarse <= thr or coarse > 4 * thr + 8 else _crop_distance(g, *geo))
+        if dv <= thr:
+            dist[(i, j)] = float(dv)
+    uf = _UnionFind(len(images))
+    for i, j in dist:
+        uf.union(i, j)
+    members: dict[int, set[int]] = defaultdict(set)
+    for i, j in dist:
+        members[uf.find(i)].update((i, j))
+    return [sorted(m) for m in members.values()], dist
+
+
+def _label_features(stats: _Stats, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """Cheap per-image features for the quick classifier: gradients (HOG), layout, colours, geometry."""
+    w = np.maximum(widths, 1).astype(np.float32)
+    h = np.maximum(heights, 1).astype(np.float32)
+    geo = np.stack([np.log(w), np.log(h), np.log(w / h)], axis=1)
+    g = stats.gray16
+    g = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, keepdims=True) + 8.0)
+    return np.concatenate([stats.hog, g, stats.color, stats.hsv, geo], axis=1)
+
+
+def _oof_probs(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold class probabilities (N, K) of a standardized logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=200))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+
+
+def _confident_learning(y: np.ndarray, probs: np.ndarray, cfg: AuditConfig) -> np.ndarray:
+    """Indices (into ``y``) of suspected label errors, most suspect first (cleanlab)."""
+    from cleanlab.filter import find_label_issues
+
+    probs = np.clip(probs, 1e-6, 1.0)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = find_label_issues(y, probs, filter_by=cfg.label_issue_filter,
+                                  return_indices_ranked_by="self_confidence", n_jobs=1)
+    cap = int(math.ceil(cfg.label_issue_max_fraction * len(y)))
+    return np.asarray(found[:cap], dtype=np.int64)
+
+
+def _run_probabilities(run_dir: str | os.PathLike, samples: pd.DataFrame, label_col: str
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """A run's out-of-sample (val / test) probabilities aligned to ``samples``.
+
+    Returns (row indices into samples, probs (n, K), class names, run id).
+    """
+    from core import runs
+
+    rd = runs.RunDir(Path(run_dir).expanduser())
+    pred = runs.read_predictions(rd)
+    if pred.task == "multilabel":
+        raise ValueError(f"run_dir={str(rd.path)!r} is a multi-label run; label_issue from a run needs a "
+                         "single-label (multiclass, binary or hierarchical) run")
+    classes = [str(c) for c in pred.classes]
+    probs = np.asarray(pred.probs, dtype=np.float64)
+    held = np.isin(np.asarray(pred.splits).astype(str), ["val", "test"])
+    pos = {s: i for i, s in enumerate(samples["sample_id"].astype(str))}
+    rows, keep = [], []
+    for r, (sid, h) in enumerate(zip(np.asarray(pred.sample_ids).astype(str), held)):
+        if h and sid in pos:
+            rows.append(pos[sid])
+            keep.append(r)
+    if not rows:
+        raise ValueError(f"run_dir={str(rd.path)!r}: none of its validation / test predictions matches a sample "
+                         "of this dataset (was it trained on another dataset?)")
+    return np.asarray(rows, np.int64), probs[np.asarray(keep)], classes, rd.run_id
+
+
+def _label_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None, ok: np.ndarray, skip: np.ndarray,
+                  cfg: AuditConfig, run_dir: Any, labels_shown: list[str], rels: list[str],
+                  notes: list[str]) -> tuple[list[dict[str, Any]], str, dict[int, np.ndarray], list[str]]:
+    """label_issue rows, the source, per-row probabilities (for other detectors) and the class list."""
+    if schema.task == "multilabel":
+        notes.append("label_issue: not run for multi-label datasets (single-label only).")
+        return [], "features", {}, []
+    col = schema.label_columns[-1]
+    sids = samples["sample_id"].astype(str).tolist()
+    if run_dir is not None:
+        rows_idx, probs, classes, source = _run_probabilities(run_dir, samples, col)
+        # the run may predict another level of a hierarchy: use the label column its classes match best
+        cls = set(classes)
+        col = max(reversed(schema.label_columns), key=lambda c: samples[c].astype(str).isin(cls).mean())
+        given = samples[col].astype(str).to_numpy()
+        cidx = {c: k for k, c in enumerate(classes)}
+        sel = np.array([given[i] in cidx and ok[i] for i in rows_idx], dtype=bool)
+        rows_idx, probs = rows_idx[sel], probs[sel]
+        y = np.array([cidx[given[i]] for i in rows_idx], dtype=np.int64)
+        present = np.unique(y)
+        if len(present) < 2:
+            notes.append("label_issue: the run's held-out predictions cover fewer than 2 classes.")
+            return [], source, {}, classes
+    else:
+        source = "features"
+        given = samples[col].astype(str).to_numpy()
+        counts = Counter(given[ok & ~skip])
+        usable = sorted(c for c, n in counts.items() if n >= cfg.label_issue_folds)
+        if len(usable) < 2:
+            notes.append(f"label_issue: needs 2 classes with >= {cfg.label_issue_folds} samples each.")
+            return [], source, {}, usable
+        classes = usable
+        cidx = {c: k for k, c in enumerate(classes)}
+        rows_idx = np.flatnonzero(ok & ~skip & np.isin(given, classes))
+        y = np.array([cidx[given[i]] for i in rows_idx], dtype=np.int64)
+        X = _label_features(stats, samples["width"].to_numpy(), samples["height"].to_numpy())[rows_idx]
+        probs = _oof_probs(X, y, folds=cfg.label_issue_folds, seed=cfg.seed)
+    found = _confident_learning(y, probs, cfg)
+    out = []
+    for r in found:
+        i = int(rows_idx[r])
+        p = probs[r]
+        order = np.argsort(-p)
+        best = int(order[0]) if order[0] != y[r] else int(order[1])
+        detail = (f"the {'run' if run_dir is not None else 'out-of-fold classifier'} gives the label "
+                  f"{classes[y[r]]!r} p={p[y[r]]:.2f}; {classes[best]!r} p={p[best]:.2f}")
+        out.append(_row(sids[i], rels[i], "label_issue", 1.0 - float(p[y[r]]), "relabel", detail,
+                        label=labels_shown[i], suggested_label=classes[best], label_column=col))
+    per_row = {int(rows_idx[r]): probs[r] for r in range(len(rows_idx))}
+    return out, source, per_row, classes
+
+
+def _hierarchy_conflicts(samples: pd.DataFrame, schema: Any, rels: list[str], labels_shown: list[str]
+                         ) -> list[dict[str, Any]]:
+    if schema.task != "hierarchical" or len(schema.label_columns) < 2:
+        return []
+    out = []
+    cols = list(schema.label_columns)
+    sids = samples["sample_id"].astype(str).tolist()
+    for coarse, fine in zip(cols, cols[1:]):
+        par = samples[coarse].astype(str).to_numpy()
+        chi = samples[fine].astype(str).to_numpy()
+        table = pd.crosstab(chi, par)
+        for child, counts in table.iterrows():
+            counts = counts[counts > 0].sort_values(ascending=False)
+            if len(counts) < 2:
+                continue
+            major, n_major = str(counts.index[0]), int(counts.iloc[0])
+            total = int(counts.sum())
+            if n_major * 2 <= total:  # no clear majority: every parent is suspect
+                major = ""
+            for i in np.flatnonzero((chi == child) & (par != major)):
+                detail = (f"{fine} {child!r} is under {coarse} {par[i]!r} here, but under {major!r} in "
+                          f"{n_major} of {total} samples" if major else
+                          f"{fine} {child!r} appears under several {coarse} values: "
+                          + ", ".join(f"{k} ({v})" for k, v in counts.items()))
+                out.append(_row(sids[i], rels[i], "hierarchy_conflict", n_major / total if major else 0.5,
+                                "relabel" if major else "review", detail, label=labels_shown[i],
+                                suggested_label=major, label_column=coarse if major else ""))
+    return out
+
+
+def _missing_labels(samples: pd.DataFrame, schema: Any, rels: list[str], labels_shown: list[str]
+                    ) -> list[dict[str, Any]]:
+    cols = (list(schema.label_columns) if schema.task == "multilabel" else []) + list(schema.attribute_columns)
+    if not cols:
+        return []
+    M = samples[cols].to_numpy(dtype=float)
+    miss = np.isnan(M)
+    sids = samples["sample_id"].astype(str).tolist()
+    out = []
+    for i in np.flatnonzero(miss.any(axis=1)):
+        names = [c for c, m in zip(cols, miss[i]) if m]
+        out.append(_row(sids[i], rels[i], "missing_label", miss[i].mean(), "keep",
+                        f"unknown ({len(names)} of {len(cols)}): {', '.join(names)} — missing, not 0; "
+                        "fill in if you know it", label=labels_shown[i]))
+    return out
+
+
+def _rare_classes(samples: pd.DataFrame, schema: Any, cfg: AuditConfig, rels: list[str], labels_shown: list[str]
+                  ) -> list[dict[str, Any]]:
+    sids = samples["sample_id"].astype(str).tolist()
+    out = []
+    if schema.task == "multilabel":
+        cols = list(schema.label_columns)
+        Y = samples[cols].to_numpy(dtype=float)
+        for j, c in enumerate(cols):
+            pos = np.flatnonzero(Y[:, j] == 1.0)
+            if 0 < len(pos) < cfg.rare_min:
+                for i in pos:
+                    out.append(_row(sids[i], rels[i], "rare_class", 1.0 - len(pos) / cfg.rare_min, "review",
+                                    f"label {c!r} has {len(pos)} positive samples (minimum {cfg.rare_min}): "
+                                    "collect more, merge it, or exclude it", label=labels_shown[i], group=c))
+        return out
+    col = schema.label_columns[-1]
+    vals = samples[col].astype(str).to_numpy()
+    for c, n in Counter(vals).items():
+        if n < cfg.rare_min:
+            for i in np.flatnonzero(vals == c):
+                out.append(_row(sids[i], rels[i], "rare_class", 1.0 - n / cfg.rare_min, "review",
+                                f"class {c!r} has {n} samples (minimum {cfg.rare_min}): collect more, merge it "
+                                "into another class, or exclude it", label=labels_shown[i], group=c))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The audit
+# ---------------------------------------------------------------------------
+
+def audit_dataset(ds: Any, *, workspace: Workspace, config: AuditConfig | dict | None = None,
+                  run_dir: str | os.PathLike | None = None,
+                  progress: Callable[[str, float], None] | None = None) -> AuditResult:
+    """Run the enabled detectors over a dataset and save the result as its latest audit.
+
+    Parameters
+    ----------
+    ds : core.datasets.Dataset
+        The loaded dataset (its N valid samples, schema and load report).
+    workspace : Workspace
+        Holds the image cache the detectors read, and where the audit is saved.
+    config : AuditConfig or dict, optional
+        Thresholds and enabled detectors (default: :class:`AuditConfig()`).
+    run_dir : path, optional
+        A finished run of this dataset: ``label_issue`` then uses its validation / test
+        predicted probabilities (out-of-sample) instead of the quick classifier.
+    progress : callable(stage: str, fraction: float), optional
+        Called as stages advance (``fraction`` in 0..1 over the whole audit).
+
+    Returns
+    -------
+    AuditResult
+        ``issues`` with :data:`ISSUE_COLUMNS`, one row per flag, most suspect first per issue.
+
+    Raises
+    ------
+    ValueError
+        ``config`` or ``run_dir`` is invalid (the message names it).
+    """
+    from threadpoolctl import threadpool_limits
+
+    # Small matrices: one BLAS thread is fastest, and never oversubscribes a shared machine.
+    with threadpool_limits(limits=1):
+        return _audit(ds, workspace=workspace, config=config, run_dir=run_dir, progress=progress)
+
+
+def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress: Any) -> AuditResult:
+    from core.datasets import Dataset
+    from core.images import ImageCache
+
+    t0 = time.perf_counter()
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a core.datasets.Dataset; received {type(ds).__name__}")
+    if not isinstance(workspace, Workspace):
+        raise ValueError(f"workspace must be a core.workspace.Workspace; received {type(workspace).__name__}")
+    cfg = config if isinstance(config, AuditConfig) else AuditConfig.from_dict(config) \
+        if isinstance(config, dict) or config is None else None
+    if cfg is None:
+        raise ValueError(f"config must be an AuditConfig, a dict or None; received {type(config).__name__}")
+    if run_dir is not None and not Path(run_dir).expanduser().is_dir():
+        raise ValueError(f"run_dir={str(run_dir)!r} is not a folder; pass a run directory (runs/<run_id>/)")
+    on = set(cfg.enabled)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+
+    def tick(stage: str, frac: float) -> None:
+        if progress:
+            progress(stage, float(min(1.0, max(0.0, frac))))
+
+    def timed(name: str, t: float) -> None:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t, 4)
+
+    samples = ds.samples.reset_index(drop=True)
+    schema = ds.schema
+    n = len(samples)
+    sids = samples["sample_id"].astype(str).tolist()
+    rels = samples["rel_path"].astype(str).tolist()
+    labels_shown, label_col = _current_labels(samples, schema)
+    widths = samples["width"].to_numpy(dtype=np.int64)
+    heights = samples["height"].to_numpy(dtype=np.int64)
+
+    t = time.perf_counter()
+    tick("corrupt", 0.0)
+    if "corrupt" in on:
+        rows += _corrupt(ds, workspace)
+    timed("corrupt", t)
+
+    pixel_detectors = {"uniform", "duplicate", "near_duplicate", "dark", "bright", "blurry"}
+    need_pixels = bool(on & pixel_detectors) or ("label_issue" in on and run_dir is None)
+    stats = None
+    ok = np.ones(n, dtype=bool)
+    images = np.zeros((0, AUDIT_SIZE, AUDIT_SIZE, 3), np.uint8)
+    if need_pixels and n:
+        t = time.perf_counter()
+        tick("reading images", 0.05)
+        arrays = ImageCache(workspace.cache_dir / "images").arrays(samples, AUDIT_SIZE)
+        images, ok = arrays.images, np.asarray(arrays.ok, dtype=bool)
+        boxed = samples[["x1", "y1", "x2", "y2"]].notna().any(axis=1).any()
+        stats = _image_stats(images, ok, widths, heights, want_hash=bool(boxed) and "duplicate" in on,
+                             want_features="label_issue" in on and run_dir is None,
+                             progress=lambda d, tot: tick("image statistics", 0.05 + 0.35 * d / max(tot, 1)))
+        timed("image statistics", t)
+
+    uniform = np.zeros(n, dtype=bool)
+    if stats is not None:
+        std = np.nan_to_num(stats.std, nan=np.inf)
+        uniform = std < cfg.uniform_std
+        if "uniform" in on:
+            for i in np.flatnonzero(uniform):
+                rows.append(_row(sids[i], rels[i], "uniform", 1.0 - std[i] / max(cfg.uniform_std, 1e-9), "exclude",
+                                 f"pixel std {std[i]:.2f} < {cfg.uniform_std:g}: a blank, (near-)uniform image",
+                                 label=labels_shown[i]))
+        live = ok & ~uniform
+        if "dark" in on:
+            for i in np.flatnonzero(live & (stats.p95 < cfg.dark)):
+                rows.append(_row(sids[i], rels[i], "dark", 1.0 - stats.p95[i] / max(cfg.dark, 1e-9), "review",
+                                 f"95th percentile luminance {stats.p95[i]:.0f} < {cfg.dark:g}: underexposed",
+                                 label=labels_shown[i]))
+        if "bright" in on:
+            for i in np.flatnonzero(live & (stats.p05 > cfg.bright)):
+                rows.append(_row(sids[i], rels[i], "bright", (stats.p05[i] - cfg.bright) / max(255 - cfg.bright, 1e-9),
+                                 "review", f"5th percentile luminance {stats.p05[i]:.0f} > {cfg.bright:g}: "
+                                 "overexposed / washed out", label=labels_shown[i]))
+        if "blurry" in on:
+            for i in np.flatnonzero(live & (stats.sharp < cfg.blurry)):
+                rows.append(_row(sids[i], rels[i], "blurry", 1.0 - stats.sharp[i] / max(cfg.blurry, 1e-12), "review",
+                                 f"sharpness {stats.sharp[i]:.4f} < {cfg.blurry:g}: little fine detail",
+                                 label=labels_shown[i]))
+
+    if "odd_size" in on:
+        short = np.minimum(widths, heights)
+        aspect = np.maximum(widths, heights) / np.maximum(short, 1)
+        for i in np.flatnonzero((short < cfg.odd_min_side) | (aspect > cfg.odd_max_aspect)):
+            if short[i] < cfg.odd_min_side:
+                score = 1.0 + (1.0 - short[i] / max(cfg.odd_min_side, 1))
+                why = f"shortest side {short[i]} px < {cfg.odd_min_side}: tiny"
+            else:
+                score = aspect[i] / max(cfg.odd_max_aspect, 1e-9) - 1.0
+                why = f"aspect ratio {aspect[i]:.1f} > {cfg.odd_max_aspect:g}"
+            rows.append(_row(sids[i], rels[i], "odd_size", score, "review", f"{widths[i]}x{heights[i]} px: {why}",
+                             label=labels_shown[i]))
+
+    exact_of = np.arange(n)
+    if stats is not None and ("duplicate" in on or "near_duplicate" in on):
+        t = time.perf_counter()
+        tick("duplicates", 0.45)
+        clusters = _exact_duplicates(samples, stats, ok)
+        for members in clusters:
+            exact_of[members] = min(members)
+        if "duplicate" in on:
+            rows += _cluster_rows(clusters, "duplicate", "dup", sids=sids, rels=rels, labels=labels_shown,
+                                  label_col=label_col, score_of=lambda i, m: 1.0,
+                                  how=lambda i, j: "identical file bytes as")
+        timed("duplicate", t)
+        if "near_duplicate" in on:
+            t = time.perf_counter()
+            tick("near duplicates", 0.5)
+            near, dist = _near_duplicates(images, stats, ok, widths, heights, uniform, cfg, exact_of)
+            best: dict[int, float] = {}
+            for (i, j), dv in dist.items():
+                best[i] = min(best.get(i, math.inf), dv)
+                best[j] = min(best.get(j, math.inf), dv)
+            lim = max(cfg.near_duplicate_distance, 1e-9)
+            rows += _cluster_rows(near, "near_duplicate", "near", sids=sids, rels=rels, labels=labels_shown,
+                                  label_col=label_col, score_of=lambda i, m: 1.0 - best.get(i, lim) / (2 * lim),
+                                  how=lambda i, j: f"pixel distance {best.get(i, math.nan):.1f} to")
+            timed("near_duplicate", t)
+
+    source = "features"
+    if "label_issue" in on and n:
+        t = time.perf_counter()
+        tick("label issues", 0.7)
+        li, source, _probs, _classes = _label_issues(samples, schema, stats, ok, uniform, cfg, run_dir,
+                                                     labels_shown, rels, notes)
+        rows += li
+        timed("label_issue", t)
+    if "hierarchy_conflict" in on:
+        rows += _hierarchy_conflicts(samples, schema, rels, labels_shown)
+    if "missing_label" in on:
+        rows += _missing_labels(samples, schema, rels, labels_shown)
+    if "rare_class" in on:
+        rows += _rare_classes(samples, schema, cfg, rels, labels_shown)
+
+    issues = pd.DataFrame(rows, columns=list(ISSUE_COLUMNS)) if rows else _empty_issues()
+    if len(issues):
+        order = {k: r for r, k in enumerate(DETECTORS)}
+        issues["_o"] = issues["issue"].map(order)
+        issues = issues.sort_values(["_o", "score", "sample_id"], ascending=[True, False, True], kind="stable")
+        issues = issues.drop(columns="_o").reset_index(drop=True)
+    issues["score"] = issues["score"].astype(float).round(6)
+    counts = {k: int((issues["issue"] == k).sum()) for k in DETECTORS}
+    result = AuditResult(issues=issues, dataset_id=ds.dataset_id, config=cfg, counts=counts,
+                         seconds=round(time.perf_counter() - t0, 3), n_samples=n, source=source,
+                         timings=timings, notes=tuple(notes), created_at=time.time())
+    save_audit(workspace, result)
+    tick("done", 1.0)
+    return result
+
+
+def issues_by_class(result: AuditResult) -> pd.DataFrame:
+    """Counts of flags per current label (rows) and issue (columns), for the summary table."""
+    df = result.issues
+    if df.empty:
+        return pd.DataFrame(columns=list(DETECTORS))
+    t = pd.crosstab(df["label"].replace("", "(none)"), df["issue"])
+    return t.reindex(columns=[d for d in DETECTORS if d in t.columns]).fillna(0).astype(int)
+
+
+# ---------------------------------------------------------------------------
+# Persistence
+# ---------------------------------------------------------------------------
+
+def _audit_dir(ws: Workspace, dataset_id: str) -> Path:
+    return ws.cache_dir / "audit" / str(dataset_id)
+
+
+def save_audit(ws: Workspace, result: AuditResult) -> Path:
+    """Save ``result`` as the latest audit of its dataset; returns the folder.
+
+    The table goes to a new ``issues-<token>.parquet``; ``audit.json`` (config, counts,
+    token) is written last and atomically, so a reader always sees a complete pair.
+    """
+    if not isinstance(ws, Workspace):
+        raise ValueError(f"ws must be a core.workspace.Workspace; received {type(ws).__name__}")
+    d = _audit_dir(ws, result.dataset_id)
+    token = uuid.uuid4().hex[:12]
+    buf = io.BytesIO()
+    result.issues.to_parquet(buf, index=False)
+    atomic_write_bytes(d / f"issues-{token}.parquet", buf.getvalue())
+    atomic_write_json(d / "audit.json", {**result.meta(), "token": token, "format": 1})
+    for old in d.glob("issues-*.parquet"):
+        if old.name != f"issues-{token}.parquet":
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return d
+
+
+def load_audit(ws: Workspace, dataset_id: str) -> AuditResult | None:
+    """The latest saved audit of ``dataset_id``, or None when there is none (or it is unreadable)."""
+    if not isinstance(ws, Workspace):
+        raise ValueError(f"ws must be a core.workspace.Workspace; received {type(ws).__name__}")
+    d = _audit_dir(ws, dataset_id)
+    meta = read_json(d / "audit.json")
+    if not isinstance(meta, dict) or "token" not in meta:
+        return None
+    try:
+        issues = pd.read_parquet(d / f"issues-{meta['token']}.parquet")
+        cfg = AuditConfig.from_dict(meta.get("config"))
+    except Exception:  # noqa: BLE001 - a damaged audit is simply absent: run it again
+        return None
+    for c in ISSUE_COLUMNS:
+        if c not in issues.columns:
+            issues[c] = 0.0 if c == "score" else ""
+    counts = {k: int(meta.get("counts", {}).get(k, 0)) for k in DETECTORS}
+    return AuditResult(issues=issues[list(ISSUE_COLUMNS)], dataset_id=str(meta["dataset_id"]), config=cfg,
+                       counts=counts, seconds=float(meta.get("seconds", 0.0)), n_samples=int(meta.get("n_samples", 0)),
+                       source=str(meta.get("source", "features")), timings=dict(meta.get("timings", {})),
+                       notes=tuple(meta.get("notes", ())), created_at=float(meta.get("created_at", 0.0)))
