@@ -80,9 +80,35 @@ def _store_override(ws: Workspace, frame: pd.DataFrame) -> str:
     return str(path)
 
 
+#: ``label_patch_version`` of a run told to ignore the review decisions (``--raw-labels``).
+RAW_LABELS = "raw"
+
+
+def resolve_review_labels(ws: Workspace, config: TrainConfig, *, raw_labels: bool = False,
+                          dataset_id: str | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """Point ``config`` at the review decisions' effective labels (or the raw ones); return it and config.json keys.
+
+    A config whose ``label_patch_version`` is already set is returned as is (a run's
+    config.json reproduces the same patch file). Otherwise the dataset's current patch
+    (:func:`core.review.labels_override`) is stored under the workspace and named in
+    ``labels_override_path``; ``label_patch_version`` becomes the decision version (``"raw"``
+    with ``raw_labels``). The dict holds ``decision_version`` (int, or None for raw labels).
+    """
+    dataset_id = dataset_id or config.dataset_id
+    if raw_labels:
+        return config.replace(label_patch_version=RAW_LABELS, labels_override_path=None), {"decision_version": None}
+    if config.label_patch_version is not None or not dataset_id:
+        return config, {}
+    from core import review
+
+    frame, version = review.labels_override(ws, dataset_id)
+    path = _store_override(ws, frame) if frame is not None else None
+    return config.replace(label_patch_version=str(version), labels_override_path=path), {"decision_version": version}
+
+
 def launch(config: TrainConfig, *, workspace: Workspace | str | os.PathLike | None = None,
            labels_override: pd.DataFrame | None = None, run_id: str | None = None,
-           extra: Mapping[str, Any] | None = None) -> str:
+           extra: Mapping[str, Any] | None = None, raw_labels: bool = False) -> str:
     """Queue a training run and start its worker process; return at once.
 
     Parameters
@@ -98,6 +124,10 @@ def launch(config: TrainConfig, *, workspace: Workspace | str | os.PathLike | No
         Default: :func:`new_run_id`.
     extra : dict, optional
         Extra keys for config.json (e.g. ``{"grid": {...}}``).
+    raw_labels : bool
+        Train on the raw labels. By default (no ``labels_override`` given) the run uses the
+        effective labels of the review decisions (:func:`core.review.labels_override`) as
+        they are at launch; config.json records ``decision_version``.
 
     Returns
     -------
@@ -114,6 +144,9 @@ def launch(config: TrainConfig, *, workspace: Workspace | str | os.PathLike | No
     if rd.path.exists():
         raise ValueError(f"run_id={run_id!r} already exists in {ws.runs_dir}")
     rd.path.mkdir(parents=True)
+    if labels_override is None:
+        config, decision_extra = resolve_review_labels(ws, config, raw_labels=raw_labels)
+        extra = {**decision_extra, **dict(extra or {})}
     if labels_override is not None:
         config = config.replace(labels_override_path=_store_override(ws, labels_override))
     queued_at = time.time()
@@ -352,6 +385,9 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
                 ds = datasets.load_dataset(datasets.DatasetSpec.from_dict(config.dataset), workspace=ws)
                 config = config.replace(dataset_id=ds.dataset_id)
                 runs.write_config(rd, {**runs.read_config(rd), "dataset_id": ds.dataset_id})
+            if config.label_patch_version is None:  # not launched: use the review decisions as they are now
+                config, decision_extra = resolve_review_labels(ws, config, dataset_id=ds.dataset_id)
+                runs.write_config(rd, {**runs.read_config(rd), **config.to_dict(), **decision_extra})
             override = _read_override(config.labels_override_path) if config.labels_override_path else None
         except Exception as exc:
             runs.write_status(rd, "failed", message=f"cannot load the dataset: {exc}", finished_at=time.time())

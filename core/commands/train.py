@@ -19,6 +19,9 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", action="store_true",
                    help="wait for the workspace's training queue (one training at a time), as launched runs do")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.add_argument("--raw-labels", action="store_true",
+                   help="train on the dataset's raw labels, ignoring the review decisions of the Clean page "
+                        "(default: effective labels = raw labels + decisions; config.json records decision_version)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="cnn", choices=["cnn", "mobilenet_v2", "resnet50v2", "efficientnet_b0"])
     m.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
@@ -99,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "warmup_epochs", "augmentation", "feature_norm")
             config = recommended_config(args.model, **{k: v for k, v in options.items()
                                                        if v is not None or k not in recipe_keys})
+        if args.raw_labels:
+            config = config.replace(label_patch_version=jobs.RAW_LABELS, labels_override_path=None)
         result = jobs.run_worker(config, out=Path(args.out).expanduser().resolve(), workspace=home(args.workspace),
                                  queue=args.queue, log=info)
     except (ValueError, DatasetError) as exc:
