@@ -256,7 +256,7 @@ def classification_summary(y_true: Any, probs: Any, *, classes: Sequence[str],
 
 
 def confident_mistakes(y_true: Any, probs: Any, *, true_class: int | None = None,
-                       pred_class: int | None = None) -> np.ndarray:
+                       pred_class: int | None = None, y_pred: Any = None) -> np.ndarray:
     """Indices of misclassified samples (argmax), the most confident mistake first.
 
     Parameters
@@ -266,6 +266,10 @@ def confident_mistakes(y_true: Any, probs: Any, *, true_class: int | None = None
     true_class, pred_class : int, optional
         Restrict to one confusion-matrix cell (or row / column). With
         ``true_class == pred_class`` the cell's correct samples are returned instead.
+    y_pred : array-like of shape (N,), optional
+        The predictions to judge (e.g. a run's recorded ones, such as a hierarchical run's
+        predicted path); default the argmax of ``probs``. Confidence is always the
+        probability of the predicted class.
 
     Returns
     -------
@@ -273,7 +277,10 @@ def confident_mistakes(y_true: Any, probs: Any, *, true_class: int | None = None
     """
     p = _check_probs(probs)
     y = _check_single_labels(y_true, len(p), p.shape[1])
-    pred = np.argmax(p, axis=1) if len(p) else np.zeros(0, dtype=int)
+    if y_pred is not None:
+        pred = _check_single_labels(y_pred, len(p), p.shape[1], what="y_pred")
+    else:
+        pred = np.argmax(p, axis=1) if len(p) else np.zeros(0, dtype=int)
     mask = pred != y
     if true_class is not None and pred_class is not None and true_class == pred_class:
         mask = pred == y
@@ -720,6 +727,35 @@ def multilabel_summary(y_true: Any, probs: Any, *, labels: Sequence[str],
                              n_subset=int(any_known.sum()), hamming_accuracy=hamming, y_pred=pred)
 
 
+def multilabel_mistakes(y_true: Any, probs: Any, *, y_pred: Any = None, threshold: float = 0.5) -> np.ndarray:
+    """Samples with a wrong known entry, the most confident mistake first (multi-label).
+
+    A (sample, label) entry is a mistake when it is known and the prediction differs; its
+    confidence is ``p`` for a false positive and ``1 - p`` for a false negative. Samples
+    are ranked by their most confident mistake; missing entries never count.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (N, K), 1 / 0 / NaN
+    probs : array-like of shape (N, K)
+    y_pred : array-like of shape (N, K) of 0/1, optional
+        Default ``probs >= threshold``.
+
+    Returns
+    -------
+    ndarray of shape (M,), int: row indices, most confident mistake first.
+    """
+    y, p = _check_multilabel(y_true, probs)
+    pred = (p >= float(threshold)).astype(int) if y_pred is None else np.asarray(y_pred).astype(int)
+    if pred.shape != p.shape:
+        raise ValueError(f"y_pred must have the shape of probs {p.shape}; received {pred.shape}")
+    wrong = ~np.isnan(y) & (np.nan_to_num(y, nan=-1) != pred)
+    conf = np.where(pred == 1, p, 1.0 - p)
+    worst = np.where(wrong, conf, -1.0).max(axis=1) if p.size else np.zeros(len(p))
+    idx = np.flatnonzero(wrong.any(axis=1))
+    return idx[np.argsort(-worst[idx], kind="stable")]
+
+
 # ---------------------------------------------------------------------------
 # hierarchical
 # ---------------------------------------------------------------------------
@@ -989,13 +1025,15 @@ class RunComparison:
     per_class: pd.DataFrame
 
 
-def compare_runs(summaries: Mapping[str, ClassificationSummary], *, baseline: str | None = None) -> RunComparison:
+def compare_runs(summaries: Mapping[str, ClassificationSummary | MultilabelSummary], *,
+                 baseline: str | None = None) -> RunComparison:
     """Side-by-side metrics and per-class deltas of two or more runs.
 
     Parameters
     ----------
-    summaries : mapping {run_id: ClassificationSummary}
-        In display order; runs evaluated on the same test split compare fairly.
+    summaries : mapping {run_id: ClassificationSummary}, or {run_id: MultilabelSummary}
+        In display order; runs evaluated on the same test split compare fairly. All of one
+        kind (multi-label runs compare per label: the ``per_class`` rows are labels).
     baseline : str, optional
         The run the deltas are taken against (default: the first).
     """
@@ -1003,8 +1041,11 @@ def compare_runs(summaries: Mapping[str, ClassificationSummary], *, baseline: st
         raise ValueError("summaries must be a non-empty mapping {run_id: ClassificationSummary}")
     runs = tuple(str(r) for r in summaries)
     for r, s in summaries.items():
-        if not isinstance(s, ClassificationSummary):
-            raise ValueError(f"summaries[{r!r}] must be a ClassificationSummary; received {type(s).__name__}")
+        if not isinstance(s, (ClassificationSummary, MultilabelSummary)):
+            raise ValueError(f"summaries[{r!r}] must be a ClassificationSummary or MultilabelSummary; "
+                             f"received {type(s).__name__}")
+    if len({type(s) for s in summaries.values()}) > 1:
+        raise ValueError("summaries mix single-label and multi-label runs; compare runs of one kind")
     base = runs[0] if baseline is None else str(baseline)
     if base not in runs:
         raise ValueError(f"baseline must be one of {list(runs)}; received {baseline!r}")
@@ -1014,11 +1055,17 @@ def compare_runs(summaries: Mapping[str, ClassificationSummary], *, baseline: st
     for r in others:
         overall[f"delta_{r}"] = overall[r] - overall[base]
     classes: list[str] = []
+    def names(x: ClassificationSummary | MultilabelSummary) -> tuple[str, ...]:
+        return x.classes if isinstance(x, ClassificationSummary) else x.labels
+
+    def table(x: ClassificationSummary | MultilabelSummary) -> pd.DataFrame:
+        return x.per_class if isinstance(x, ClassificationSummary) else x.per_label
+
     for r in runs:
-        classes += [c for c in by[r].classes if c not in classes]
+        classes += [c for c in names(by[r]) if c not in classes]
     cols = {}
     for r in runs:
-        pc = by[r].per_class.reindex(classes)
+        pc = table(by[r]).reindex(classes)
         for m in ("precision", "recall", "f1", "support"):
             cols[f"{m}_{r}"] = pc[m]
     per_class = pd.DataFrame(cols, index=pd.Index(classes, name="class"))

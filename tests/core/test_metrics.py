@@ -575,3 +575,117 @@ def test_cli_refuses_what_is_not_a_run_dir(tmp_path):
     assert out.returncode == 2
     out = _cli(_run_dir(tmp_path, labels, [0, 1], np.eye(2), name="ok"), "--split", "val")
     assert out.returncode == 2 and "no rows with split 'val'" in out.stderr
+
+
+# -- evaluation page helpers and remaining sklearn cross-checks (issue 5) ------------------
+
+def test_confident_mistakes_judges_given_predictions():
+    # a hierarchical run's recorded path can differ from the argmax of a level's probabilities
+    y = np.array([0, 1, 1, 2])
+    p = np.array([[0.2, 0.7, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.3, 0.3, 0.4]])
+    given = np.array([0, 2, 0, 1])  # row 0 right (despite the argmax), rows 1-3 wrong
+    np.testing.assert_array_equal(M.confident_mistakes(y, p, y_pred=given), [2, 1, 3])  # p of the given class
+    np.testing.assert_array_equal(M.confident_mistakes(y, p, y_pred=given, true_class=0, pred_class=0), [0])
+    np.testing.assert_array_equal(M.confident_mistakes(y, p), [0, 2])  # argmax: 0 -> 1 and 1 -> 0
+    with pytest.raises(ValueError, match="y_pred"):
+        M.confident_mistakes(y, p, y_pred=[0, 1])
+
+
+def test_multilabel_mistakes_rank_known_entries_only():
+    y = np.array([[1, 0], [np.nan, 1], [0, 0], [1, np.nan], [1, 1]])
+    p = np.array([[0.2, 0.1], [0.99, 0.8], [0.7, 0.95], [0.9, 0.99], [0.6, 0.7]])
+    # row 0: missed a (conf 0.8); row 1: only the missing entry is "wrong" -> no mistake;
+    # row 2: false b at 0.95 (and a at 0.7); row 3: right on the known entry; row 4: right
+    np.testing.assert_array_equal(M.multilabel_mistakes(y, p), [2, 0])
+    given = (p >= 0.5).astype(int)
+    given[4, 0] = 0  # a recorded miss, confidence 1 - 0.6
+    np.testing.assert_array_equal(M.multilabel_mistakes(y, p, y_pred=given), [2, 0, 4])
+    assert M.multilabel_mistakes(np.full((2, 2), np.nan), np.full((2, 2), 0.9)).size == 0
+
+
+def test_threshold_numbers_are_sklearns_scores_at_that_threshold(mc):
+    y, p, classes = mc
+    choices = M.thresholds_at_precision(y, p, classes=classes, target_precision=0.7, n_bootstrap=0)
+    checked = 0
+    for k, c in enumerate(classes):
+        ch = choices[c]
+        if not ch.reachable:
+            continue
+        yb, pred = (y == k).astype(int), (p[:, k] >= ch.threshold).astype(int)
+        assert ch.precision == pytest.approx(skm.precision_score(yb, pred))
+        assert ch.recall == pytest.approx(skm.recall_score(yb, pred))
+        assert ch.n_predicted_positive == pred.sum() and ch.n_positive == yb.sum()
+        # no other threshold on sklearn's curve reaches the target with more recall
+        prec, rec, _ = skm.precision_recall_curve(yb, p[:, k])
+        assert ch.recall == pytest.approx(rec[:-1][prec[:-1] >= 0.7].max())
+        checked += 1
+    assert checked >= 2
+
+
+def test_threshold_hand_made_three_classes():
+    # a: positives score .8 .6 .5, negatives at most .3 -> t=0.5, precision and recall 1.
+    # b: positives .7 .4 .5, negatives .3 .45 .3 .2 .1 -> at precision >= 2/3, t=0.4 flags one
+    #    negative (.45): precision 3/4, recall 1; at 0.9, t=0.5: recall 2/3.
+    # c: positives .4 .7, a negative at .5 -> t=0.4 gives precision exactly 2/3; at 0.9, t=0.7.
+    y = np.array([0, 0, 1, 1, 2, 0, 1, 2])
+    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.4, 0.5],
+                  [0.3, 0.3, 0.4], [0.5, 0.45, 0.05], [0.3, 0.5, 0.2], [0.1, 0.2, 0.7]])
+    ch = M.thresholds_at_precision(y, p, classes=["a", "b", "c"], target_precision=2 / 3, n_bootstrap=0)
+    assert ch["a"].threshold == 0.5 and ch["a"].precision == 1.0 and ch["a"].recall == 1.0
+    assert ch["b"].threshold == 0.4 and ch["b"].recall == 1.0 and ch["b"].precision == pytest.approx(0.75)
+    assert ch["c"].threshold == 0.4 and ch["c"].recall == 1.0 and ch["c"].precision == pytest.approx(2 / 3)
+    strict = M.thresholds_at_precision(y, p, classes=["a", "b", "c"], target_precision=0.9, n_bootstrap=0)
+    assert strict["b"].threshold == 0.5 and strict["b"].recall == pytest.approx(2 / 3)
+    assert strict["c"].threshold == 0.7 and strict["c"].recall == pytest.approx(0.5)
+
+
+def test_multilabel_thresholds_use_known_entries_only():
+    y = np.array([[1, 0], [np.nan, 1], [0, 1], [1, np.nan], [0, 0], [np.nan, 0]])
+    p = np.array([[0.9, 0.2], [0.95, 0.8], [0.3, 0.7], [0.6, 0.9], [0.4, 0.1], [0.99, 0.6]])
+    ch = M.thresholds_at_precision(y, p, classes=["x", "z"], target_precision=1.0, n_bootstrap=0)
+    # known x entries: (1, .9), (0, .3), (1, .6), (0, .4) -> t=0.6, recall 1; the missing rows
+    # (scores .95 and .99) would be false positives if read as 0
+    assert ch["x"].threshold == 0.6 and ch["x"].recall == 1.0 and ch["x"].n_negative == 2
+    assert ch["z"].threshold == 0.7 and ch["z"].recall == 1.0 and ch["z"].n_positive == 2
+    filled = M.thresholds_at_precision(np.nan_to_num(y), p, classes=["x", "z"], target_precision=1.0,
+                                       n_bootstrap=0)
+    assert not filled["x"].reachable
+
+
+def test_evaluate_predictions_averages_match_sklearn(mc):
+    y, p, classes = mc
+    pred = runs.Predictions(task="multiclass", classes=classes, y_true=y, y_pred=p.argmax(1), probs=p,
+                            sample_ids=np.array([f"s{i}" for i in range(len(y))], dtype=object),
+                            paths=np.array(["x"] * len(y), dtype=object),
+                            splits=np.array(["test"] * len(y), dtype=object))
+    res = M.evaluate_predictions(pred, target_precision=0.8, n_bootstrap=0)
+    onehot = np.eye(4)[y]
+    present = onehot.sum(0) > 0
+    assert res["mean_average_precision"] == pytest.approx(
+        skm.average_precision_score(onehot[:, present], p[:, present], average="macro"))
+    assert res["macro_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(onehot[:, present], p[:, present], average="macro"))
+    assert res["weighted_f1"] == pytest.approx(skm.f1_score(y, p.argmax(1), average="weighted", labels=range(4),
+                                                            zero_division=0))
+    assert res["confusion"]["matrix"] == skm.confusion_matrix(y, p.argmax(1), labels=range(4)).tolist()
+    assert res["ece"] == pytest.approx(_naive_ece(p.max(1), (p.argmax(1) == y).astype(float), 15))
+    for k, c in enumerate(classes):
+        if present[k]:
+            assert res["per_class"][c]["roc_auc"] == pytest.approx(skm.roc_auc_score(onehot[:, k], p[:, k]))
+        else:
+            assert res["per_class"][c]["average_precision"] is None
+
+
+def test_compare_runs_of_multilabel_summaries():
+    y = np.array([[1, 0, 1], [0, 1, np.nan], [1, 1, 0], [0, 0, 1]])
+    weak = np.array([[0.6, 0.6, 0.4], [0.4, 0.4, 0.9], [0.3, 0.6, 0.6], [0.6, 0.4, 0.6]])
+    strong = np.where(np.isnan(y), 0.5, np.nan_to_num(y) * 0.8 + 0.1)
+    a = M.multilabel_summary(y, weak, labels=["x", "y", "z"])
+    b = M.multilabel_summary(y, strong, labels=["x", "y", "z"])
+    cmp = M.compare_runs({"weak": a, "strong": b})
+    assert cmp.overall.loc["micro_f1", "delta_strong"] == pytest.approx(b.micro_f1 - a.micro_f1) and b.micro_f1 == 1
+    assert cmp.per_class.loc["x", "f1_weak"] == a.per_label.loc["x", "f1"]
+    assert set(cmp.per_class.index) == {"x", "y", "z"}
+    single = M.classification_summary([0, 1], np.eye(2), classes=["x", "y"])
+    with pytest.raises(ValueError, match="mix single-label and multi-label"):
+        M.compare_runs({"weak": a, "single": single})
