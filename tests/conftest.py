@@ -15,6 +15,8 @@ WEIGHTS = SHARED / "weights" / "keras"
 
 # Quiet TensorFlow's C++ start-up chatter in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No background UMAP warm-up (ui/warmup.py) in test processes and test servers: it would compete for the CPUs.
+os.environ.setdefault("LOUPE_UMAP_WARMUP", "0")
 
 
 def _require(path: Path) -> Path:
@@ -76,7 +78,8 @@ def demo_workspace(tmp_path_factory):
 
 
 def demo_dataset_id(ws) -> str:
-    return ws.list_datasets()[0]["dataset_id"]
+    """The id of the registered demo ("Demo: UI elements"), whatever else the workspace holds."""
+    return next(r["dataset_id"] for r in ws.list_datasets() if r["name"] == "Demo: UI elements")
 
 
 def train_demo_run(ws, name: str, **overrides) -> Path:
