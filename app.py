@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import state, warmup
 
 ROOT = Path(__file__).resolve().parent
 
@@ -14,16 +14,20 @@ st.set_page_config(page_title="Loupe", page_icon=":material/center_focus_strong:
 
 ws = state.workspace()
 state.ensure_demo(ws)
+warmup.start_umap_warmup()  # compile UMAP in the background so a user's first map is nearly warm
 
 # The workflow, in order. A page is listed once its file exists (only working pages ship).
+# The page files live in views/, not pages/: a folder named pages/ beside app.py switches Streamlit to
+# its legacy multipage mode for a fresh server's first request to a page URL (a bookmarked /evaluate
+# would then run without app.py: no sidebar, no workspace, no demo).
 PAGES = [
-    ("pages/data.py", "Data", ":material/dataset:"),
-    ("pages/clean.py", "Clean", ":material/cleaning_services:"),
-    ("pages/train.py", "Train", ":material/model_training:"),
-    ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
-    ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
-    ("pages/predict.py", "Predict", ":material/image_search:"),
-    ("pages/report.py", "Report", ":material/share:"),
+    ("views/data.py", "Data", ":material/dataset:"),
+    ("views/clean.py", "Clean", ":material/cleaning_services:"),
+    ("views/train.py", "Train", ":material/model_training:"),
+    ("views/evaluate.py", "Evaluate", ":material/analytics:"),
+    ("views/embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("views/predict.py", "Predict", ":material/image_search:"),
+    ("views/report.py", "Report", ":material/share:"),
 ]
 nav = st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0))
                      for i, (path, title, icon) in enumerate(PAGES) if (ROOT / path).exists()])

@@ -147,7 +147,7 @@ def main() -> int:
     small = recommended_config(model="cnn", dataset_id=dataset_id, image_size=32, epochs=4, batch_size=32,
                                filters=16, embedding_dim=16, patience=0, augmentation=False)
     jobs.run_worker(small, out=ws.runs_dir / "bench-small", workspace=ws)
-    pages = [(n, p) for n, p in PAGES if (REPO / "pages" / f"{n}.py").exists()]
+    pages = [(n, p) for n, p in PAGES if (REPO / "views" / f"{n}.py").exists()]
 
     proc, url = start_server(ws.root, tmp / "streamlit.log")
     result: dict = {"sessions": args.sessions, "rounds": args.rounds, "pages": {}, "workspace": str(ws.root)}

@@ -361,7 +361,9 @@ def _section_cleaning(ctx: _Context) -> Section:
     cfg = ctx.config
     run_bits = []
     patch = cfg.get("label_patch_version")
-    if patch not in (None, "", 0, "0"):
+    if patch == "raw":
+        run_bits.append("The run trained on the raw labels as loaded (review decisions deliberately ignored).")
+    elif patch not in (None, "", 0, "0"):
         run_bits.append(f"The run trained on the labels after review (decision version <b>{esc(patch)}</b>).")
     elif patch is not None:
         run_bits.append("The run trained on the labels as loaded (no review decision was in effect).")
@@ -379,7 +381,7 @@ def _section_cleaning(ctx: _Context) -> Section:
         return Section("cleaning", title, head + _note(f"The review log is not available in this installation "
                                                        f"({esc(exc)})."), "missing")
     ctx.facts["decisions"] = log
-    if patch is not None and str(patch) != str(version):
+    if patch not in (None, "raw") and str(patch) != str(version):
         head += _note(f"The review state has changed since (now version {esc(version)}): the log below is the "
                       "current one, not necessarily what this run trained on.")
     changed = log[log["action"].isin(["exclude", "relabel"])] if len(log) else log
@@ -888,7 +890,7 @@ def _section_model_card(ctx: _Context) -> Section:
         limits.append(f"The dataset loader reported {len(d['warnings'])} warning(s) about the labels (see Dataset).")
     dec = ctx.facts.get("decisions")
     n_changed = int(dec["action"].isin(["exclude", "relabel"]).sum()) if dec is not None and len(dec) else 0
-    if cfg.get("label_patch_version") in (None, "", 0, "0"):
+    if cfg.get("label_patch_version") in (None, "", 0, "0", "raw"):
         if n_changed:
             limits.append(f"The model was trained on the labels as loaded; {n_changed} review decision(s) "
                           "(exclusions / relabels, see Cleaning log) are not in it yet: retrain to use them.")

@@ -70,8 +70,16 @@ def current_dataset(ws: Workspace) -> datasets.Dataset | None:
         return None
 
 
+_PENDING_DATASET = "_pending_dataset_id"
+
+
 def select_dataset(dataset_id: str) -> None:
-    st.session_state[DATASET_KEY] = dataset_id
+    """Make ``dataset_id`` the sidebar's choice from the next rerun on (call ``st.rerun()`` after it).
+
+    The sidebar's selectbox owns ``st.session_state[DATASET_KEY]`` once it is drawn, so the choice
+    is parked under another key and applied before the widget is created.
+    """
+    st.session_state[_PENDING_DATASET] = dataset_id
 
 
 def sidebar(ws: Workspace) -> None:
@@ -83,6 +91,8 @@ def sidebar(ws: Workspace) -> None:
             st.info("No dataset yet: add one on the Data page.")
             return
         ids = [r["dataset_id"] for r in rows]
+        if st.session_state.get(_PENDING_DATASET) in ids:
+            st.session_state[DATASET_KEY] = st.session_state.pop(_PENDING_DATASET)
         names = {r["dataset_id"]: f"{r['name']} · {r['task']} · {r['n_samples']:,}" for r in rows}
         if st.session_state.get(DATASET_KEY) not in ids:
             st.session_state[DATASET_KEY] = ids[0]

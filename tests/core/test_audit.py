@@ -19,6 +19,7 @@ from core import audit, runs
 from core.audit import DETECTORS, ISSUE_COLUMNS, AuditConfig, audit_dataset, load_audit
 from core.datasets import DatasetSpec, load_dataset, open_dataset
 from core.workspace import home
+from tests.conftest import demo_dataset_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -339,7 +340,7 @@ def demo_audit(demo_workspace):
     from core import demo
 
     ws = demo_workspace
-    ds = open_dataset(ws, ws.list_datasets()[0]["dataset_id"])
+    ds = open_dataset(ws, demo_dataset_id(ws))
     gt = pd.read_csv(demo.read_demo(ws.demo_dir).ground_truth, keep_default_na=False)
     return ds, gt, audit_dataset(ds, workspace=ws)
 
@@ -415,8 +416,8 @@ def test_cli_audit_demo_csv_and_json(demo_workspace, tmp_path):
     p = _cli(str(d), "--labels", opts["labels"], "--image-column", opts["image_column"], "--task", opts["task"],
              "--label-columns", ",".join(opts["label_columns"]), "--attribute-columns",
              ",".join(opts["attribute_columns"]), "--unseen", str(d / opts["unseen"]),
-             "--workspace", str(demo_workspace.root), "--csv", str(out), "--json",
-             "--only", "corrupt,uniform,duplicate,hierarchy_conflict")  # the whole audit is tested above
+             "--workspace", str(tmp_path / "ws"), "--csv", str(out), "--json",  # own workspace: the shared one
+             "--only", "corrupt,uniform,duplicate,hierarchy_conflict")  # keeps exactly the demo dataset  # the whole audit is tested above
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert set(summary["counts"]) == set(DETECTORS)

@@ -302,3 +302,15 @@ def test_size_stays_bounded_for_thousands_of_images_and_many_classes(tmp_path):
     assert by["per_class"].body.count("<tr>") >= k  # the table lists every class
     size = len(report.render_html(meta, sections).encode())
     assert size < 8_000_000, size  # far under the 20 MB budget (plotly.js alone is ~4.8 MB)
+
+
+@pytest.mark.parametrize("patch, expected", [("raw", "raw labels as loaded"), ("3", "after review (decision version")])
+def test_cleaning_log_says_which_labels_the_run_trained_on(patch, expected, demo_run, demo_workspace, tmp_path):
+    import json
+
+    run = _copy_run(demo_run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "label_patch_version": patch}))
+    _meta, sections = report.collect_sections(run, workspace=demo_workspace, embeddings=False)
+    body = {s.key: s for s in sections}["cleaning"].body
+    assert expected in body

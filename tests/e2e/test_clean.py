@@ -14,8 +14,7 @@ def _metric(page, label: str) -> str:
 
 
 def test_audit_then_exclude_is_saved_and_undone(app_server, page):
-    # open "/" first: a server whose very first request is a page URL runs that page file on its own
-    # (Streamlit's legacy pages/ mode) until app.py has registered st.navigation once
+    # arrive as a user does: the app first, then the page
     page.goto(app_server.url)
     wait_for_app(page, timeout=180_000)
     page.goto(app_server.url + "/clean")

@@ -31,3 +31,20 @@ def test_sample_grid_and_sidebar_workspace(app_server, page):
     page.locator("[data-testid='stImage'], [data-testid='stImageContainer'] img, img").first.wait_for(timeout=30_000)
     assert_no_exception(page)
     screenshot(page, "data_page_samples")
+
+
+def test_a_bookmarked_page_url_on_a_fresh_server_runs_the_whole_app(tmp_path, page):
+    """The first request of a new server is a page URL: app.py must still run (sidebar, workspace, demo)."""
+    from tests.e2e.conftest import start_server
+
+    server = start_server(tmp_path / "home", tmp_path / "streamlit.log")
+    try:
+        page.goto(server.url + "/train")
+        wait_for_app(page, timeout=120_000)
+        sidebar = page.locator("[data-testid='stSidebar']").inner_text()
+        assert str(tmp_path / "home") in sidebar  # app.py's sidebar: the open workspace
+        page.get_by_text("Demo: UI elements").first.wait_for(timeout=30_000)  # the first-start demo is selected
+        assert "app" not in [line.strip() for line in sidebar.splitlines()]  # not the legacy file list
+        assert_no_exception(page)
+    finally:
+        server.stop()

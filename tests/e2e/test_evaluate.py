@@ -10,8 +10,7 @@ _CELL_XY = """(gd, [i, j]) => { const L = gd._fullLayout; const r = gd.getBoundi
 
 
 def _open_evaluate(app_server, page) -> None:
-    # A server's very first page load at a sub-path runs the page file on its own (Streamlit's legacy
-    # pages/ mode) until app.py has run once; open the app first, as a user arriving at "/" does.
+    # arrive as a user does: the app first, then the page
     page.goto(app_server.url)
     wait_for_app(page, timeout=120_000)
     page.goto(app_server.url + "/evaluate")

@@ -63,8 +63,7 @@ def _wait(pred, timeout: float, what: str):
 
 def test_launch_watch_the_live_chart_grow_then_stop(app_server, page, launched):
     page.set_viewport_size({"width": 1400, "height": 2000})  # the live view below the form, in the screenshot
-    # open "/" first: a server whose very first request is a page URL runs that page file on its own
-    # (Streamlit's legacy pages/ mode) until app.py has registered st.navigation once
+    # arrive as a user does: the app first, then the page
     page.goto(app_server.url, timeout=120_000)
     wait_for_app(page, timeout=120_000)
     page.goto(app_server.url + "/train", timeout=120_000)

@@ -31,7 +31,7 @@ def ws(demo_workspace, tmp_path, monkeypatch) -> Workspace:
 def _page(ws: Workspace, **session) -> AppTest:
     """The Clean page run on its own with the dataset chosen as the sidebar would (see tests/pages/test_train.py:
     in Streamlit 1.67 ``switch_page`` drops the sidebar's selection on the next rerun)."""
-    at = AppTest.from_file(str(REPO / "pages" / "clean.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "views" / "clean.py"), default_timeout=TIMEOUT)
     at.session_state["dataset_id"] = ws.list_datasets()[0]["dataset_id"]
     for k, v in session.items():
         at.session_state[k] = v
@@ -71,7 +71,7 @@ def _save_fake_audit(ws: Workspace) -> tuple[str, pd.DataFrame]:
 
 def test_the_app_lists_the_clean_page(ws):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/clean.py").run()
+    at.switch_page("views/clean.py").run()
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == ["Clean"]
     assert any("No audit yet" in i.value for i in at.info)

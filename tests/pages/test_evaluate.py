@@ -21,7 +21,7 @@ from core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
-PAGE = "pages/evaluate.py"
+PAGE = "views/evaluate.py"
 
 
 def _page(run_id: str | None = None, *, via_app: bool = False) -> AppTest:

@@ -23,7 +23,7 @@ def _page(run_dir: Path | None = None) -> AppTest:
     if run_dir is not None:
         at.session_state["run_id"] = run_dir.name
     at.run()
-    at.switch_page("pages/predict.py").run()
+    at.switch_page("views/predict.py").run()
     assert not at.exception
     return at
 
@@ -95,7 +95,7 @@ def test_batch_server_folder_gives_table_and_csv(in_demo_workspace, demo_multicl
 
 
 def test_no_finished_run_says_what_to_do(loupe_home):
-    at = AppTest.from_file(str(REPO / "pages" / "predict.py"), default_timeout=TIMEOUT).run()  # no demo needed
+    at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=TIMEOUT).run()  # no demo needed
     assert not at.exception
     assert any("No finished run yet" in i.value for i in at.info)
 

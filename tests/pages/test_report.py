@@ -17,7 +17,7 @@ def _page(run_dir: Path | None = None) -> AppTest:
     if run_dir is not None:
         at.session_state["run_id"] = run_dir.name
     at.run()
-    at.switch_page("pages/report.py").run()
+    at.switch_page("views/report.py").run()
     assert not at.exception
     return at
 
@@ -80,7 +80,9 @@ def test_no_finished_run_says_what_to_do(demo_workspace, tmp_path, monkeypatch):
     from core.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws").ensure()
-    row = demo_workspace.list_datasets()[0]
+    from tests.conftest import demo_dataset_id
+
+    row = next(r for r in demo_workspace.list_datasets() if r["dataset_id"] == demo_dataset_id(demo_workspace))
     shutil.copytree(demo_workspace.dataset_dir(row["dataset_id"]), ws.dataset_dir(row["dataset_id"]))
     ws.upsert_dataset(row["dataset_id"], name=row["name"], spec=row["spec"], task=row["task"],
                       n_samples=row["n_samples"])

@@ -51,7 +51,7 @@ def _train_page(ws: Workspace, **session) -> AppTest:
     app.py, so the sidebar's dataset selectbox is gone after the first run and its value
     with it; running the page directly with ``dataset_id`` in the session state is stable.)
     """
-    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "views" / "train.py"), default_timeout=TIMEOUT)
     at.session_state["dataset_id"] = ws.list_datasets()[0]["dataset_id"]
     for k, v in session.items():
         at.session_state[k] = v
@@ -62,7 +62,7 @@ def _train_page(ws: Workspace, **session) -> AppTest:
 
 def test_the_app_lists_and_opens_the_train_page(home):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == ["Train"]
     assert at.radio(key="train_task").value == "hierarchical"

@@ -358,7 +358,7 @@ from core.workspace import home
 ws = home(sys.argv[1])
 ds_id = sys.argv[2]
 sids = sys.argv[3].split("|")
-for i, sid in enumerate(sids):          # one click = one committed decision (what pages/clean.py does)
+for i, sid in enumerate(sids):          # one click = one committed decision (what views/clean.py does)
     action = ("exclude", "keep", "relabel")[i % 3]
     review.record_decisions(ws, ds_id, [dict(sample_id=sid, action=action,
                                              new_label="dog" if action == "relabel" else None)])

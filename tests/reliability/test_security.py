@@ -145,14 +145,14 @@ def test_html_report_escapes_user_strings(hostile_workspace):
 @pytest.mark.parametrize("page", ["data", "clean", "train", "evaluate", "embeddings", "predict", "report"])
 def test_user_strings_are_escaped_on_every_page(hostile_workspace, monkeypatch, page):
     ws, ds = hostile_workspace
-    if not (REPO / "pages" / f"{page}.py").exists():
-        pytest.skip(f"pages/{page}.py does not exist yet")
+    if not (REPO / "views" / f"{page}.py").exists():
+        pytest.skip(f"views/{page}.py does not exist yet")
     monkeypatch.setenv("LOUPE_HOME", str(ws.root))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.session_state["dataset_id"] = ds.dataset_id
     at.run()
     if page != "data":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     bodies = _markdown_bodies(at)
     leaked = [b for b in bodies if RAW_TAGS.search(b)]
@@ -222,7 +222,7 @@ UNSAFE = [
 
 
 def test_no_pickle_or_unsafe_deserialization_in_the_product():
-    files = sorted([*(REPO / "core").rglob("*.py"), *(REPO / "pages").glob("*.py"), *(REPO / "ui").glob("*.py"),
+    files = sorted([*(REPO / "core").rglob("*.py"), *(REPO / "views").glob("*.py"), *(REPO / "ui").glob("*.py"),
                     REPO / "app.py"])
     problems = []
     for f in files:
