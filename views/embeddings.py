@@ -13,6 +13,7 @@ import streamlit as st
 from core import embedding_charts as charts
 from core import embeddings as E
 from core import runs
+from core.workspace import WorkspaceError, confine
 from ui import state
 
 #: Points drawn on the map at most (every mistake and flagged sample is kept; the rest is sampled by label).
@@ -359,16 +360,19 @@ with tab_ood:
              "similar train images. All are fitted on the train split.")
     fpr = oc[1].slider("False-alarm rate on test", 0.0, 0.5, 0.05, 0.01, key="emb_ood_fpr",
                        help="Share of in-distribution test images the threshold flags.")
-    folder = oc[2].text_input("Unseen images folder", value=str(Path(unseen_paths[0]).parent) if unseen_paths else "",
+    dataset_unseen = str(Path(unseen_paths[0]).parent) if unseen_paths else ""
+    folder = oc[2].text_input("Unseen images folder", value=dataset_unseen,
                               key="emb_ood_folder",
                               help="Images the model never saw (searched recursively); default: the dataset's "
                                    "unseen folder.")
     paths: tuple[str, ...] = ()
     if folder.strip():
         try:
+            if folder.strip() != dataset_unseen:  # the dataset's own unseen folder was registered with it
+                confine(folder.strip(), workspace=ws)  # a typed folder must lie under the allowed roots
             paths = tuple(E.find_images(folder.strip()))
-        except ValueError as exc:
-            st.warning(str(exc))
+        except (ValueError, WorkspaceError) as exc:
+            st.warning(state.esc(str(exc)))
         if folder.strip() and not paths and Path(folder.strip()).is_dir():
             st.warning(f"No image files under {state.esc(folder.strip())}.")
     uploads = st.file_uploader("…or drop images here", accept_multiple_files=True, key="emb_ood_upload",

@@ -207,6 +207,19 @@ def test_data_page_refuses_etc_with_a_message(loupe_home, tmp_path, monkeypatch)
     assert any("/etc is outside the folders this app may read" in e.value for e in at.error)
 
 
+def test_embeddings_page_refuses_an_unseen_folder_outside_the_allowed_roots(hostile_workspace, monkeypatch):
+    ws, ds = hostile_workspace
+    monkeypatch.setenv("LOUPE_HOME", str(ws.root))
+    monkeypatch.setenv("LOUPE_ALLOWED_ROOTS", str(ws.root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["dataset_id"] = ds.dataset_id
+    at.run()
+    at.switch_page("views/embeddings.py").run()
+    at.text_input(key="emb_ood_folder").set_value("/etc").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("/etc is outside the folders this app may read" in w.value for w in at.warning)
+
+
 # ---------------------------------------------------------------------------
 # No pickle of user data
 # ---------------------------------------------------------------------------
