@@ -258,13 +258,7 @@ def _default_workspace(rd: runs.RunDir) -> Workspace:
 
 def _load_context(run_dir, *, workspace: Workspace | None, split: str, max_thumbnails: int,
                   thumbnail_size: int) -> _Context:
-    rd = runs.RunDir(Path(run_dir).expanduser())
-    if not rd.path.is_dir():
-        raise ValueError(f"run_dir={str(rd.path)!r} is not a folder; pass a run directory (runs/<run_id>/)")
-    lacking = [p.name for p in (rd.labels, rd.predictions) if not p.exists()]
-    if lacking:
-        raise ValueError(f"{rd.path} has no {' and no '.join(lacking)}: only a finished run (with predictions) "
-                         "can be reported")
+    rd = runs.require_predictions(run_dir)
     ctx = _Context(rd=rd, workspace=workspace, split=split, max_thumbnails=max_thumbnails,
                    thumbnail_size=thumbnail_size, config=runs.read_config(rd), status=runs.read_status(rd))
     ctx.labels = runs.read_labels(rd)

@@ -694,6 +694,24 @@ def _require_columns(df: pd.DataFrame, cols: list[str], where: Path) -> None:
                          + f"; columns present: {list(df.columns)[:12]}")
 
 
+def require_predictions(run_dir) -> "RunDir":
+    """The :class:`RunDir` of a finished run: a folder holding ``labels.json`` and ``predictions.csv``.
+
+    Raises
+    ------
+    ValueError
+        ``run_dir`` is not a folder, or lacks either file; the message names the folder and what lacks.
+    """
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir).expanduser())
+    if not rd.path.is_dir():
+        raise ValueError(f"{rd.path} is not a folder; pass a run directory (runs/<run_id>/)")
+    lacking = [p.name for p in (rd.labels, rd.predictions) if not p.exists()]
+    if lacking:
+        raise ValueError(f"{rd.path} is not a finished run: it lacks {' and '.join(lacking)} "
+                         "(a finished training run writes both)")
+    return rd
+
+
 def read_predictions(run_dir, *, split: str | None = None) -> Predictions:
     """Read ``predictions.csv`` (interpreted with ``labels.json``) into :class:`Predictions`.
 

@@ -18,6 +18,14 @@ from core.workspace import Workspace, WorkspaceError
 DATASET_KEY = "dataset_id"
 
 
+def mtime(path) -> int:
+    """A file's modification time in ns (0 when it does not exist): the cache key of what is read from it."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
 def esc(text: object) -> str:
     """HTML-escape user data (labels, file names) before it goes into any markdown/HTML."""
     return html.escape(str(text), quote=True)

@@ -93,12 +93,6 @@ def _audit_flags(ws_root: str, dataset_id: str, stamp: float) -> dict[str, str]:
     return dict(zip(first["sample_id"].astype(str), first["issue"].astype(str)))
 
 
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
 
 def _gallery(images: np.ndarray, captions: list[str], *, per_row: int = 8) -> None:
     for start in range(0, len(images), per_row):
@@ -146,13 +140,13 @@ if source == "run":
     try:
         if not E.embeddings_fresh(rd.path, workspace=ws):  # first visit: compute (with progress), cache on disk
             E.compute_embeddings(rd.path, workspace=ws, progress=_progress)
-        emb = _embeddings(str(rd.path), _mtime(rd.model), _mtime(E.embeddings_path(rd)), str(ws.root))
+        emb = _embeddings(str(rd.path), state.mtime(rd.model), state.mtime(E.embeddings_path(rd)), str(ws.root))
     except (ValueError, OSError) as exc:
         progress_slot.empty()
         st.error(f"Cannot embed run {state.esc(rd.run_id)}: {state.esc(exc)}")
         st.stop()
     ident = rd.run_id
-    emb_mtime = _mtime(E.embeddings_path(rd))
+    emb_mtime = state.mtime(E.embeddings_path(rd))
     dataset_id = runs.read_config(rd).get("dataset_id")
     try:
         unseen_paths: tuple[str, ...] = tuple(E.run_dataset(rd, workspace=ws).unseen_paths)
@@ -177,13 +171,13 @@ else:
         st.stop()
     try:
         E.backbone_embeddings(ws, dataset_id, progress=_progress)  # a no-op when cached on disk
-        emb = _bb_embeddings(str(ws.root), dataset_id, _mtime(bb_path))
+        emb = _bb_embeddings(str(ws.root), dataset_id, state.mtime(bb_path))
     except Exception as exc:  # noqa: BLE001 - WeightsUnavailable (offline) or an unreadable dataset: say why
         progress_slot.empty()
         st.error(f"Cannot compute pretrained embeddings: {state.esc(exc)}")
         st.stop()
     ident = f"bb:{dataset_id}"
-    emb_mtime = _mtime(bb_path)
+    emb_mtime = state.mtime(bb_path)
     unseen_paths = tuple(ds_current.unseen_paths)
 
     def thumbs(ids):
@@ -242,7 +236,7 @@ with tab_map:
                        st.session_state.get("emb_k") or None, emb)
         colour = np.array([f"cluster {c}" for c in cl.labels], dtype=object)
     else:
-        flags = _audit_flags(str(ws.root), dataset_id or "", _mtime(ws.root / "datasets" / str(dataset_id)))
+        flags = _audit_flags(str(ws.root), dataset_id or "", state.mtime(ws.root / "datasets" / str(dataset_id)))
         if not flags:
             st.caption("No saved audit for this dataset yet: run the audit on the **Clean** page to colour by flag.")
         colour = np.array([flags.get(s, "no flag") for s in emb.sample_ids], dtype=object)

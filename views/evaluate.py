@@ -29,12 +29,6 @@ st.caption("Where does the model fail, which threshold gives the most recall at 
 # cached reading (keyed by run directory + predictions.csv mtime, never by arrays)
 # ---------------------------------------------------------------------------
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _splits(run_dir: str, mtime: float) -> list[str]:
@@ -166,7 +160,7 @@ def _gallery(items: list[dict], run_dir: str) -> None:
         if i % GALLERY_COLUMNS == 0:  # a fresh row each time, so wrapped captions never shift the grid
             cols = st.columns(GALLERY_COLUMNS)
         with cols[i % GALLERY_COLUMNS]:
-            img = _thumbnail(str(it["path"]), boxes.get(str(it["sample_id"])), _mtime(Path(str(it["path"]))))
+            img = _thumbnail(str(it["path"]), boxes.get(str(it["sample_id"])), state.mtime(Path(str(it["path"]))))
             if img is None:
                 st.caption(f"(image unavailable: {esc(Path(str(it['path'])).name)})")
             else:
@@ -444,7 +438,7 @@ def flat_vs_separate(run_dir: str, split: str) -> None:
     for r in table.itertuples():
         mode = runs.read_config(r.path).get("hierarchy_mode") or "flat"
         try:
-            hs = _hierarchy(str(r.path), _mtime(runs.RunDir(r.path).predictions), split)
+            hs = _hierarchy(str(r.path), state.mtime(runs.RunDir(r.path).predictions), split)
         except ValueError:
             continue
         row = {"run": r.run_id, "mode": mode, "model": r.model}
@@ -487,7 +481,7 @@ def compare_tab(run_dir: str, split: str, level: str | None, *, multilabel: bool
     for rid in chosen:
         p = str(paths[rid])
         try:
-            pred = _predictions(p, _mtime(runs.RunDir(p).predictions), split)
+            pred = _predictions(p, state.mtime(runs.RunDir(p).predictions), split)
         except ValueError as exc:
             skipped.append(f"{rid}: {exc}")
             continue
@@ -497,9 +491,9 @@ def compare_tab(run_dir: str, split: str, level: str | None, *, multilabel: bool
             continue
         try:
             if multilabel:
-                _, s, cs, _ = _multilabel_eval(p, _mtime(runs.RunDir(p).predictions), split)
+                _, s, cs, _ = _multilabel_eval(p, state.mtime(runs.RunDir(p).predictions), split)
             else:
-                _, s, cs, _ = _single_eval(p, _mtime(runs.RunDir(p).predictions), split, level)
+                _, s, cs, _ = _single_eval(p, state.mtime(runs.RunDir(p).predictions), split, level)
         except ValueError as exc:
             skipped.append(f"{rid}: {exc}")
             continue
@@ -641,7 +635,7 @@ if run_dir is None:
             "writes `predictions.csv` for its val and test splits, and it appears here.")
     st.stop()
 rd = runs.RunDir(run_dir)
-mtime = _mtime(rd.predictions)
+mtime = state.mtime(rd.predictions)
 present = _splits(run_dir, mtime)
 options = [s for s in ("test", "val") if s in present]
 if not options:

@@ -22,12 +22,6 @@ st.caption("Drop new images (or a zip of them) to see what the model decides und
            "and whether an image looks unlike anything it was trained on. Batch a server folder for a CSV.")
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _predictor(run_dir: str, model_mtime: float, thresholds_mtime: float, embeddings_mtime: float
@@ -46,9 +40,9 @@ if run_dir is None:
     st.stop()
 
 rd = runs.RunDir(run_dir)
-emb_mtime = _mtime(embeddings.embeddings_path(rd.path))  # computing embeddings enables OOD scores: reload
+emb_mtime = state.mtime(embeddings.embeddings_path(rd.path))  # computing embeddings enables OOD scores: reload
 try:
-    predictor = _predictor(str(rd.path), _mtime(rd.model), _mtime(rd.thresholds), emb_mtime)
+    predictor = _predictor(str(rd.path), state.mtime(rd.model), state.mtime(rd.thresholds), emb_mtime)
 except predict.PredictError as exc:
     st.error(f"This run cannot predict: {esc(exc)}")
     st.stop()
@@ -173,7 +167,7 @@ def _results(df: pd.DataFrame, images: dict[int, object], key: str) -> None:
                            file_name=f"prediction-{predictor.run_id}.csv", mime="text/csv", key=f"{key}_csv")
 
 
-run_key = (str(rd.path), _mtime(rd.model), _mtime(rd.thresholds), emb_mtime)
+run_key = (str(rd.path), state.mtime(rd.model), state.mtime(rd.thresholds), emb_mtime)
 tab_up, tab_batch = st.tabs(["Upload images", "Batch: server folder"])
 
 with tab_up:

@@ -23,17 +23,12 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run's predictions: per-class metrics, curves' AP/AUC, thresholds at a target precision."""
-    from pathlib import Path
-
     from core import metrics, runs
 
-    rd = runs.RunDir(Path(args.run_dir).expanduser())
-    if not rd.path.is_dir():
-        raise CLIError(f"{rd.path} is not a folder; pass a run directory (runs/<run_id>/)")
-    lacking = [p.name for p in (rd.labels, rd.predictions) if not p.exists()]
-    if lacking:
-        raise CLIError(f"{rd.path} is not a run directory with predictions: it lacks {' and '.join(lacking)} "
-                       "(a finished training run writes both)")
+    try:
+        rd = runs.require_predictions(args.run_dir)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     if not 0 < args.target_precision <= 1:
         raise CLIError(f"--target-precision must be in (0, 1]; received {args.target_precision}")
     if args.n_bootstrap < 0:

@@ -29,13 +29,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from core import report, runs
     from core.workspace import WorkspaceError, home
 
-    rd = runs.RunDir(Path(args.run_dir).expanduser())
-    if not rd.path.is_dir():
-        raise CLIError(f"{rd.path} is not a folder; pass a run directory (runs/<run_id>/)")
-    lacking = [p.name for p in (rd.labels, rd.predictions) if not p.exists()]
-    if lacking:
-        raise CLIError(f"{rd.path} is not a finished run: it lacks {' and '.join(lacking)} "
-                       "(a finished training run writes both)")
+    try:
+        rd = runs.require_predictions(args.run_dir)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     out = Path(args.out).expanduser()
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")

@@ -561,7 +561,7 @@ def test_cli_multilabel_and_hierarchical(tmp_path):
 
 def test_cli_refuses_what_is_not_a_run_dir(tmp_path):
     out = _cli(tmp_path)
-    assert out.returncode == 2 and "not a run directory" in out.stderr and "labels.json" in out.stderr
+    assert out.returncode == 2 and "not a finished run" in out.stderr and "labels.json" in out.stderr
     assert "Traceback" not in out.stderr
     out = _cli(tmp_path / "missing")
     assert out.returncode == 2 and "not a folder" in out.stderr

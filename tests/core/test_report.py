@@ -182,7 +182,7 @@ def test_not_a_finished_run_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="is not a folder"):
         report.build_report(tmp_path / "nope")
     (tmp_path / "half").mkdir()
-    with pytest.raises(ValueError, match="no labels.json and no predictions.csv"):
+    with pytest.raises(ValueError, match="lacks labels.json and predictions.csv"):
         report.build_report(tmp_path / "half")
     with pytest.raises(ValueError, match="max_thumbnails"):
         report.build_report(tmp_path / "half", max_thumbnails=-1)
