@@ -64,13 +64,12 @@ import math
 import os
 import re
 import shutil
-import stat
 import tempfile
 import time
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -2008,68 +2007,32 @@ def import_zip(zip_path_or_bytes: str | os.PathLike | bytes, dest_dir: str | os.
     dest = Path(dest_dir).expanduser().absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DatasetError(f"{dest}: the destination exists and is not an empty folder; choose a new folder.")
-    src: Any = io.BytesIO(zip_path_or_bytes) if isinstance(zip_path_or_bytes, (bytes, bytearray)) \
-        else Path(zip_path_or_bytes)
-    label = "the uploaded zip" if isinstance(src, io.BytesIO) else str(src)
+    from core import archives
+
+    label = "the uploaded zip" if isinstance(zip_path_or_bytes, (bytes, bytearray)) else str(zip_path_or_bytes)
     try:
-        zf = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{label}: not a readable zip file ({exc}).") from None
+        zf = archives.open_zip(zip_path_or_bytes, label)
+    except archives.UnsafeArchive as exc:
+        raise DatasetError(str(exc)) from None
     with zf:
-        members = []
-        total = 0
-        for info in zf.infolist():
-            name = info.filename.replace("\\", "/")
-            if info.is_dir():
-                continue
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-                raise DatasetError(f"{label}: refused — the entry {info.filename!r} points outside the extraction "
-                                   "folder (absolute path or '..'). Re-create the zip from inside the dataset folder.")
-            mode = (info.external_attr >> 16) & 0xFFFF
-            if stat.S_ISLNK(mode):
-                raise DatasetError(f"{label}: refused — the entry {info.filename!r} is a symbolic link. Zip the "
-                                   "files themselves.")
-            if any(_is_hidden(p) for p in parts):
-                continue
-            members.append((info, parts))
-            total += info.file_size
-            if len(members) > max_files:
-                raise DatasetError(f"{label}: refused — more than {max_files:,} files. Split the dataset or raise "
-                                   "the limit.")
-            if total > max_total_bytes:
-                raise DatasetError(f"{label}: refused — it declares more than {max_total_bytes:,} bytes once "
-                                   "extracted. Upload a smaller dataset, or place it on the server and give its path.")
-            if info.file_size > 1024 * 1024 and info.file_size > max_ratio * max(1, info.compress_size):
-                raise DatasetError(f"{label}: refused — the entry {info.filename!r} expands {info.file_size:,} bytes "
-                                   f"from {info.compress_size:,} (ratio over {max_ratio:g}): a zip bomb?")
-        if not any(_is_image_name(parts[-1]) for _, parts in members):
+        try:
+            members = archives.checked_members(zf, label, max_total_bytes=max_total_bytes, max_files=max_files,
+                                               max_ratio=max_ratio, skip=_is_hidden)
+        except archives.UnsafeArchive as exc:
+            raise DatasetError(str(exc)) from None
+        if not any(_is_image_name(rel.name) for _, rel in members):
             raise DatasetError(f"{label}: no images inside (expected .jpg, .png, ... files, in class folders or "
                                "beside a labels table).")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
         try:
-            written = 0
-            for info, parts in members:
-                target = tmp.joinpath(*parts)
-                if not str(target.resolve()).startswith(str(tmp.resolve()) + os.sep):
-                    raise DatasetError(f"{label}: refused — the entry {info.filename!r} escapes the folder.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                n = 0
-                with zf.open(info) as fin, open(target, "wb") as fout:
-                    while True:
-                        chunk = fin.read(1 << 20)
-                        if not chunk:
-                            break
-                        n += len(chunk)
-                        written += len(chunk)
-                        if n > info.file_size or written > max_total_bytes:
-                            raise DatasetError(f"{label}: refused — {info.filename!r} holds more data than its "
-                                               "header declares (a zip bomb?).")
-                        fout.write(chunk)
+            archives.extract_members(zf, members, tmp, label, max_total_bytes=max_total_bytes)
             if dest.exists():
                 dest.rmdir()
             os.replace(tmp, dest)
+        except archives.UnsafeArchive as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DatasetError(str(exc)) from None
         except zipfile.BadZipFile as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DatasetError(f"{label}: the zip is damaged ({exc}).") from None

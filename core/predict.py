@@ -37,12 +37,10 @@ TensorFlow/Keras are imported inside functions: ``import core.predict`` is cheap
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -55,7 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from core import runs
+from core import archives, runs
 from core.images import IMAGE_EXTENSIONS, ImageError
 from core.workspace import read_json
 
@@ -120,60 +118,22 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _safe_member(info: zipfile.ZipInfo, label: str) -> PurePosixPath:
-    """The entry's relative path; :class:`PredictError` when it would escape its folder."""
-    name = info.filename.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts or not parts:
-        raise PredictError(f"{label}: refused — the entry {info.filename!r} points outside its folder "
-                           "(absolute path or '..'). Re-create the zip from inside the image folder.")
-    if stat.S_ISLNK((info.external_attr >> 16) & 0xFFFF):
-        raise PredictError(f"{label}: refused — the entry {info.filename!r} is a symbolic link. Zip the files "
-                           "themselves.")
-    return PurePosixPath(*parts)
-
-
 def _checked_members(zf: zipfile.ZipFile, label: str, *, max_total_bytes: int, max_files: int,
                      keep: Callable[[PurePosixPath], bool]) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """Validate every entry of ``zf`` before anything is extracted; return the kept ones."""
-    members, total = [], 0
-    for info in zf.infolist():
-        rel = _safe_member(info, label)
-        if info.is_dir() or any(part.startswith(".") or part == "__MACOSX" for part in rel.parts) or not keep(rel):
-            continue
-        members.append((info, rel))
-        total += info.file_size
-        if len(members) > max_files:
-            raise PredictError(f"{label}: refused — more than {max_files:,} files. Split it into smaller zips.")
-        if total > max_total_bytes:
-            raise PredictError(f"{label}: refused — it declares more than {max_total_bytes:,} bytes once extracted "
-                               "(a zip bomb?). Split it, or put the images in a server folder.")
-        if info.file_size > 1024**2 and info.file_size > 200 * max(1, info.compress_size):
-            raise PredictError(f"{label}: refused — the entry {info.filename!r} expands {info.file_size:,} bytes "
-                               f"from {info.compress_size:,} (a zip bomb?).")
-    return members
+    """Validate every entry of ``zf`` before anything is extracted (see :mod:`core.archives`)."""
+    try:
+        return archives.checked_members(zf, label, max_total_bytes=max_total_bytes, max_files=max_files,
+                                        skip=lambda part: part.startswith(".") or part == "__MACOSX", keep=keep)
+    except archives.UnsafeArchive as exc:
+        raise PredictError(str(exc)) from None
 
 
 def _extract(zf: zipfile.ZipFile, members, dest: Path, label: str, *, max_total_bytes: int) -> list[Path]:
     """Extract validated ``members`` under ``dest``, counting the bytes really written."""
-    root = dest.resolve()
-    written, out = 0, []
-    for info, rel in members:
-        target = root.joinpath(*rel.parts)
-        if not target.resolve().is_relative_to(root):
-            raise PredictError(f"{label}: refused — the entry {info.filename!r} escapes its folder.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        with zf.open(info) as fin, open(target, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                n += len(chunk)
-                written += len(chunk)
-                if n > info.file_size or written > max_total_bytes:
-                    raise PredictError(f"{label}: refused — {info.filename!r} holds more data than its header "
-                                       "declares (a zip bomb?).")
-                fout.write(chunk)
-        out.append(target)
-    return out
+    try:
+        return archives.extract_members(zf, members, dest, label, max_total_bytes=max_total_bytes)
+    except archives.UnsafeArchive as exc:
+        raise PredictError(str(exc)) from None
 
 
 def extract_image_zip(data: bytes | str | os.PathLike, dest: str | os.PathLike, *, name: str = "the zip",
@@ -191,11 +151,10 @@ def extract_image_zip(data: bytes | str | os.PathLike, dest: str | os.PathLike, 
     list of (entry name, extracted path), in the zip's order.
     """
     label = name
-    src: Any = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else Path(data)
     try:
-        zf = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise PredictError(f"{label}: not a readable zip file ({exc}).") from None
+        zf = archives.open_zip(data, label)
+    except archives.UnsafeArchive as exc:
+        raise PredictError(str(exc)) from None
     with zf:
         members = _checked_members(zf, label, max_total_bytes=max_total_bytes, max_files=max_files,
                                    keep=lambda rel: is_image_name(rel.name))
