@@ -337,7 +337,9 @@ def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights
         raw = np.asarray(images[a:b])  # (m, S, S, 3) uint8: one chunk in RAM at a time
         m, size = raw.shape[0], raw.shape[1]
         half = size // 2
-        x = raw.reshape(m, half, 2, half, 2, 3).sum(axis=(2, 4), dtype=np.uint16).astype(np.float32) * 0.25
+        r = raw[:, :2 * half, :2 * half].astype(np.uint16)  # 2 x 2 box sums by strided adds (exact, and much
+        x = (r[:, 0::2, 0::2] + r[:, 1::2, 0::2] + r[:, 0::2, 1::2] + r[:, 1::2, 1::2]).astype(np.float32) * 0.25
+        # faster than a reduction over two non-adjacent axes)
         flat = x.reshape(m, -1, 3)
         mu = flat.mean(axis=1)
         sd = flat.std(axis=1)
