@@ -11,8 +11,7 @@ def test_first_start_shows_the_demo_label_chart(app_server, page):
     assert_no_exception(page)
     # the demo was generated and registered on first start, and is the selected dataset
     page.get_by_text("Demo: UI elements").first.wait_for(timeout=30_000)
-    metrics = page.locator("[data-testid='stMetricValue']")
-    assert "hierarchical" in metrics.first.inner_text()
+    page.locator("[data-testid='stMetricValue']", has_text="hierarchical").first.wait_for(timeout=30_000)
     # the label-distribution chart (plotly) is drawn with the demo's leaf classes
     # (waits until plotly has drawn it: charts of other tabs may be drawn first)
     page.locator(".js-plotly-plot", has_text="checkbox").first.wait_for(timeout=60_000)
