@@ -104,3 +104,60 @@ def demo_run(demo_workspace) -> Path:
 def demo_multiclass_run(demo_workspace) -> Path:
     """A finished multi-class run on the demo's leaf label (``element``), tiny CNN."""
     return train_demo_run(demo_workspace, "demo-multiclass", task="multiclass", label_columns=("element",))
+
+
+# ---------------------------------------------------------------------------
+# Helpers for tests that launch training workers (core jobs, faults, the Train page in a browser).
+# ---------------------------------------------------------------------------
+
+SQUARE_COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 190, 30)}
+
+
+def colour_squares(root: Path, n_per: int = 12) -> Path:
+    """``n_per`` tiny 16 px images per class folder under ``root`` (learnable: a coloured square on noise)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    for c, rgb in SQUARE_COLOURS.items():
+        (root / c).mkdir(parents=True)
+        for i in range(n_per):
+            im = Image.fromarray(rng.integers(0, 50, size=(16, 16, 3)).astype(np.uint8), "RGB")
+            x, y = (int(v) for v in rng.integers(0, 8, 2))
+            ImageDraw.Draw(im).rectangle([x, y, x + 7, y + 7], fill=rgb)
+            im.save(root / c / f"{i}.png")
+    return root
+
+
+def wait_for(pred, timeout: float = 120.0, what="condition", *, interval: float = 0.2):
+    """Poll ``pred`` until it returns something truthy (returned); fail after ``timeout`` s naming ``what``."""
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+
+
+def worker_log(rd) -> str:
+    """The tail of a run's worker.log, for failure messages."""
+    from core import runs
+
+    p = (rd if isinstance(rd, runs.RunDir) else runs.RunDir(rd)).worker_log
+    return p.read_text(errors="replace")[-3000:] if p.exists() else "(no worker.log)"
+
+
+def kill_workers(ws) -> None:
+    """SIGKILL every live worker recorded in ``ws``'s runs (never this test process): no worker outlives a test."""
+    import signal
+
+    from core import runs
+
+    for rd in ws.runs_dir.iterdir():
+        st = runs.read_status(rd) if rd.is_dir() else {}
+        pid = st.get("pid")
+        if pid and pid != os.getpid() and runs.pid_alive(pid, start_ticks=st.get("pid_start")):
+            os.kill(pid, signal.SIGKILL)

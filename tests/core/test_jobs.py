@@ -4,43 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from core import jobs, runs
 from core.training import TrainConfig
 from core.workspace import home
-
-COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 190, 30)}
-
+from tests.conftest import colour_squares, kill_workers, wait_for, worker_log
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    root = tmp_path / "data"
-    for c, rgb in COLOURS.items():
-        (root / c).mkdir(parents=True)
-        for i in range(12):
-            im = Image.fromarray(rng.integers(0, 50, size=(16, 16, 3)).astype(np.uint8), "RGB")
-            x, y = (int(v) for v in rng.integers(0, 8, 2))
-            ImageDraw.Draw(im).rectangle([x, y, x + 7, y + 7], fill=rgb)
-            im.save(root / c / f"{i}.png")
-    return root
+    return colour_squares(tmp_path / "data")
 
 
 @pytest.fixture
 def ws(tmp_path):
     workspace = home(tmp_path / "ws").ensure()
     yield workspace
-    # never leave a worker of this test behind (only pids recorded in this temporary workspace)
-    for rd in workspace.runs_dir.iterdir():
-        st = runs.read_status(rd) if rd.is_dir() else {}
-        if st.get("pid") and runs.pid_alive(st["pid"], start_ticks=st.get("pid_start")):
-            os.kill(st["pid"], signal.SIGKILL)
+    kill_workers(workspace)  # never leave a worker of this test behind
 
 
 def _config(folder: Path, **kw) -> TrainConfig:
@@ -51,22 +34,11 @@ def _config(folder: Path, **kw) -> TrainConfig:
 
 
 def _wait(pred, timeout=120.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(pred, timeout, what)
 
 
 def _state(rd) -> str:
     return runs.effective_state(runs.read_status(rd))
-
-
-def _log(rd) -> str:
-    p = runs.RunDir(rd).worker_log
-    return p.read_text(errors="replace")[-3000:] if p.exists() else "(no worker.log)"
 
 
 def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_usable_checkpoint(folder, ws):
@@ -76,7 +48,7 @@ def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_
     queued_id = jobs.launch(_config(folder, epochs=1), workspace=ws)
     long_rd, queued_rd = ws.runs_dir / long_id, ws.runs_dir / queued_id
     assert runs.RunDir(long_rd).worker_log.exists()
-    _wait(lambda: runs.RunDir(long_rd).model.exists(), what=f"a checkpoint; log: {_log(long_rd)}")
+    _wait(lambda: runs.RunDir(long_rd).model.exists(), what=f"a checkpoint; log: {worker_log(long_rd)}")
     assert _state(long_rd) == "running"
     # the second run waits its turn (its worker is alive and says queued)
     st = _wait(lambda: (s := runs.read_status(queued_rd)).get("pid") and s, what="the queued worker's pid")
@@ -85,7 +57,7 @@ def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_
     assert set(table["run_id"]) == {long_id, queued_id}
     # stopping a queued run takes it out of the queue
     assert jobs.stop(queued_rd) is True
-    _wait(lambda: runs.read_status(queued_rd)["state"] == "stopped", what=f"stopped; log: {_log(queued_rd)}")
+    _wait(lambda: runs.read_status(queued_rd)["state"] == "stopped", what=f"stopped; log: {worker_log(queued_rd)}")
     assert "queue" in runs.read_status(queued_rd)["message"]
     # kill -9 the running worker: shown as interrupted, its best checkpoint still loads
     pid = runs.read_status(long_rd)["pid"]
@@ -101,11 +73,11 @@ def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_
 def test_sigterm_stops_gracefully_keeping_the_best_checkpoint_and_writing_predictions(folder, ws):
     run_id = jobs.launch(_config(folder, epochs=400), workspace=ws)
     rd = runs.RunDir(ws.runs_dir / run_id)
-    _wait(lambda: rd.model.exists(), what=f"a checkpoint; log: {_log(rd.path)}")
+    _wait(lambda: rd.model.exists(), what=f"a checkpoint; log: {worker_log(rd.path)}")
     assert jobs.stop(rd.path) is True
     _wait(lambda: runs.read_status(rd)["state"] in ("stopped", "failed", "done"), what="the worker to finish")
     st = runs.read_status(rd)
-    assert st["state"] == "stopped", _log(rd.path)
+    assert st["state"] == "stopped", worker_log(rd.path)
     assert st["best_epoch"] >= 1 and "best checkpoint kept" in st["message"]
     assert rd.predictions.exists() and rd.labels.exists()
     pred = runs.read_predictions(rd, split="test")
@@ -120,8 +92,8 @@ def test_launch_grid_queues_one_run_per_combination(folder, ws):
     assert len(ids) == 2
     for run_id in ids:
         rd = ws.runs_dir / run_id
-        _wait(lambda: runs.read_status(rd)["state"] in ("done", "failed", "stopped"), what=f"done; {_log(rd)}")
-        assert runs.read_status(rd)["state"] == "done", _log(rd)
+        _wait(lambda: runs.read_status(rd)["state"] in ("done", "failed", "stopped"), what=f"done; {worker_log(rd)}")
+        assert runs.read_status(rd)["state"] == "done", worker_log(rd)
     table = jobs.grid_table(ws)
     assert sorted(table["kernel_size"]) == [3, 5] and table["grid_id"].nunique() == 1
     assert table["test_accuracy"].notna().all()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core import runs
+from tests.conftest import wait_for, worker_log
 from tests.e2e.conftest import assert_no_exception, screenshot, wait_for_app
 
 # points drawn in a plotly chart (_fullData holds the decoded arrays; data may hold base64 "bdata" specs)
@@ -46,19 +47,8 @@ def _points(page, key: str) -> int:
     return int(chart.first.evaluate(POINTS_JS))
 
 
-def _log(rd: Path) -> str:
-    log = runs.RunDir(rd).worker_log
-    return log.read_text(errors="replace")[-2000:] if log.exists() else "(no worker.log)"
-
-
-def _wait(pred, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+def _wait(pred, timeout: float, what):
+    return wait_for(pred, timeout, what, interval=0.1)
 
 
 def test_launch_watch_the_live_chart_grow_then_stop(app_server, page, launched):
@@ -90,7 +80,7 @@ def test_launch_watch_the_live_chart_grow_then_stop(app_server, page, launched):
         return len(seen) >= 2 and max(seen[1:]) > seen[0]  # a sample taken mid-redraw may count fewer
 
     _wait(grew, 180, lambda: f"the live chart to grow while the run trains; seen {seen}; "
-                             f"status {runs.read_status(rd)}; log: {_log(rd)}")
+                             f"status {runs.read_status(rd)}; log: {worker_log(rd)}")
     assert max(seen) > seen[0], seen
     _wait(lambda: _points(page, "train_metric_chart"), 60, "the first epoch on the metric chart")
     assert "epoch" in page.locator("[data-testid='stProgress']").first.inner_text()

@@ -15,18 +15,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from core import datasets, jobs, models, runs
 from core.training import TrainConfig
 from core.workspace import WorkspaceError, home
 
+from tests.conftest import colour_squares, kill_workers, wait_for, worker_log
 from tests.reliability.conftest import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,26 +38,14 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def colours(tmp_path) -> Path:
     """36 tiny images in 3 class folders (learnable: a coloured square on noise)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "colours"
-    for c, rgb in {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 190, 30)}.items():
-        (root / c).mkdir(parents=True)
-        for i in range(12):
-            im = Image.fromarray(rng.integers(0, 50, size=(16, 16, 3)).astype(np.uint8), "RGB")
-            x, y = (int(v) for v in rng.integers(0, 8, 2))
-            ImageDraw.Draw(im).rectangle([x, y, x + 7, y + 7], fill=rgb)
-            im.save(root / c / f"{i}.png")
-    return root
+    return colour_squares(tmp_path / "colours")
 
 
 @pytest.fixture
 def ws(tmp_path):
     workspace = home(tmp_path / "ws").ensure()
     yield workspace
-    for rd in workspace.runs_dir.iterdir():  # never leave a worker of this test behind
-        st = runs.read_status(rd) if rd.is_dir() else {}
-        if st.get("pid") and st["pid"] != os.getpid() and runs.effective_state(st) in runs.ACTIVE_STATES:
-            os.kill(st["pid"], signal.SIGKILL)
+    kill_workers(workspace)  # never leave a worker of this test behind
 
 
 def _config(folder: Path, **kw) -> TrainConfig:
@@ -68,18 +55,7 @@ def _config(folder: Path, **kw) -> TrainConfig:
 
 
 def _wait(pred, timeout=180.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _log(rd) -> str:
-    p = (rd if isinstance(rd, runs.RunDir) else runs.RunDir(rd)).worker_log
-    return p.read_text(errors="replace")[-3000:] if p.exists() else "(no worker.log)"
+    return wait_for(pred, timeout, what)
 
 
 def _partials(root: Path) -> list[str]:
@@ -99,7 +75,7 @@ def test_kill_9_mid_training_while_two_concurrent_launches_wait_then_both_finish
     kill -9 basics are in tests/core/test_jobs.py; this adds what happens *after* the kill.)"""
     long_id = jobs.launch(_config(colours, epochs=400), workspace=ws)
     long_rd = runs.RunDir(ws.runs_dir / long_id)
-    _wait(lambda: rd_epochs(long_rd) >= 1 and long_rd.model.exists(), what=f"one epoch; log: {_log(long_rd)}")
+    _wait(lambda: rd_epochs(long_rd) >= 1 and long_rd.model.exists(), what=f"one epoch; log: {worker_log(long_rd)}")
 
     # two "browser sessions" launch at the same instant
     barrier = threading.Barrier(2)
@@ -134,9 +110,9 @@ def test_kill_9_mid_training_while_two_concurrent_launches_wait_then_both_finish
     for run_id in ids:
         rd = runs.RunDir(ws.runs_dir / run_id)
         _wait(lambda: runs.read_status(rd)["state"] in ("done", "failed", "stopped"), timeout=300,
-              what=f"{run_id} to finish; log: {_log(rd)}")
+              what=f"{run_id} to finish; log: {worker_log(rd)}")
         st = runs.read_status(rd)
-        assert st["state"] == "done", _log(rd)
+        assert st["state"] == "done", worker_log(rd)
         cfg = runs.read_config(rd)
         assert cfg["run_id"] == run_id and cfg["seed"] in (1, 2)
         ep = runs.read_metrics(rd).query("kind == 'epoch'")
