@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import audit, review
 from core.workspace import Workspace
+from tests.pages.apptest import page_alone
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240
@@ -29,15 +30,7 @@ def ws(demo_workspace, tmp_path, monkeypatch) -> Workspace:
 
 
 def _page(ws: Workspace, **session) -> AppTest:
-    """The Clean page run on its own with the dataset chosen as the sidebar would (see tests/pages/test_train.py:
-    in Streamlit 1.67 ``switch_page`` drops the sidebar's selection on the next rerun)."""
-    at = AppTest.from_file(str(REPO / "views" / "clean.py"), default_timeout=TIMEOUT)
-    at.session_state["dataset_id"] = ws.list_datasets()[0]["dataset_id"]
-    for k, v in session.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return page_alone("clean", ws, timeout=TIMEOUT, **session)
 
 
 def _metrics(at: AppTest) -> dict[str, str]:

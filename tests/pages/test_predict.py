@@ -13,19 +13,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import predict, runs
+from tests.pages.apptest import page_via_app
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
 
 
 def _page(run_dir: Path | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    if run_dir is not None:
-        at.session_state["run_id"] = run_dir.name
-    at.run()
-    at.switch_page("views/predict.py").run()
-    assert not at.exception
-    return at
+    return page_via_app("predict", run_dir, timeout=TIMEOUT)
 
 
 def _test_paths(run_dir: Path, n: int) -> list[str]:

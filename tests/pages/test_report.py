@@ -8,18 +8,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pages.apptest import page_via_app
+
 TIMEOUT = 180
 
 
 def _page(run_dir: Path | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    if run_dir is not None:
-        at.session_state["run_id"] = run_dir.name
-    at.run()
-    at.switch_page("views/report.py").run()
-    assert not at.exception
-    return at
+    return page_via_app("report", run_dir, timeout=TIMEOUT)
 
 
 def _downloads(at: AppTest) -> dict[str, object]:

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import demo, runs
 from core.workspace import Workspace
+from tests.pages.apptest import page_alone
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
@@ -45,19 +46,7 @@ def home(train_ws, monkeypatch) -> Workspace:
 
 
 def _train_page(ws: Workspace, **session) -> AppTest:
-    """The Train page run on its own, with the dataset chosen as the sidebar would.
-
-    (In Streamlit 1.67 ``AppTest.switch_page`` runs the page file without re-running
-    app.py, so the sidebar's dataset selectbox is gone after the first run and its value
-    with it; running the page directly with ``dataset_id`` in the session state is stable.)
-    """
-    at = AppTest.from_file(str(REPO / "views" / "train.py"), default_timeout=TIMEOUT)
-    at.session_state["dataset_id"] = ws.list_datasets()[0]["dataset_id"]
-    for k, v in session.items():
-        at.session_state[k] = v
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return page_alone("train", ws, timeout=TIMEOUT, **session)
 
 
 def test_the_app_lists_and_opens_the_train_page(home):
