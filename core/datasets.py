@@ -1491,7 +1491,10 @@ def _strata(samples: pd.DataFrame, task: str, label_cols: tuple[str, ...]) -> li
     if task in ("multiclass", "binary"):
         return samples[label_cols[0]].astype(str).tolist()
     if task == "hierarchical":
-        return samples[list(label_cols)].astype(str).agg(" > ".join, axis=1).tolist()
+        path = samples[label_cols[0]].astype(str)
+        for c in label_cols[1:]:  # column-wise concatenation: a row-wise agg costs ~0.1 ms per row
+            path = path + " > " + samples[c].astype(str)
+        return path.tolist()
     Y = samples[list(label_cols)].to_numpy(dtype=float) if label_cols else np.zeros((len(samples), 0))
     pos = np.nansum(Y == 1.0, axis=0)
     out = []

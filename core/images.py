@@ -395,6 +395,42 @@ class CachedArrays:
     n_decoded: int = 0
 
 
+class RowView:
+    """Read-only rows ``rows`` of a cached set, without copying them: ``view[i]`` is ``source[rows[i]]``.
+
+    What :meth:`ImageCache.arrays` returns as ``images`` with ``lazy=True`` when every
+    requested row already sits in one cached set (e.g. the valid samples of a dataset whose
+    load decoded a superset): reading a chunk reads only its rows from the memory map, so a
+    pass over the view streams (flat memory) and nothing is written. Supports ``len``,
+    ``shape``, ``dtype``, ``ndim``, an int, a slice or an int / bool array as index, and
+    ``np.asarray`` (which materialises every row).
+    """
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray) -> None:
+        self._source = source
+        self._rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self._rows), *source.shape[1:])
+        self.dtype = source.dtype
+        self.ndim = source.ndim
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return np.asarray(self._source[int(self._rows[index])])
+        picked = self._rows[index]  # slice, int array or bool mask, with numpy's own checks
+        if np.ndim(picked) == 0:
+            return np.asarray(self._source[int(picked)])
+        if len(picked) and np.all(np.diff(picked) == 1):  # contiguous: one slice of the map
+            return np.asarray(self._source[int(picked[0]):int(picked[-1]) + 1])
+        return np.asarray(self._source[picked])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+
 _CACHE_VERSION = 1
 _INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -506,6 +542,7 @@ class ImageCache:
         size: int,
         *,
         progress: Callable[[int, int], None] | None = None,
+        lazy: bool = False,
     ) -> CachedArrays:
         """Resized images for every row of ``samples``, decoding only what the cache lacks.
 
@@ -518,6 +555,10 @@ class ImageCache:
             Side of the square output images, in pixels.
         progress : callable(done, total), optional
             Called as rows are resolved.
+        lazy : bool
+            When every row is already cached in one set but not as this exact request (a
+            subset or reordering), return ``images`` as a :class:`RowView` of that set instead
+            of writing a new set: for one streamed pass (the audit), nothing is copied.
 
         Returns
         -------
@@ -547,6 +588,8 @@ class ImageCache:
         npy, meta_path = set_dir / f"{set_id}.npy", set_dir / f"{set_id}.json"
 
         hit = self._open_set(npy, meta_path, n)
+        if hit is None and lazy:
+            hit = self._row_view(keys, early, size, n)
         if hit is not None:
             if progress:
                 progress(n, n)
@@ -597,6 +640,31 @@ class ImageCache:
             n_decoded=0,
         )
 
+    def _row_view(self, keys: list[str], early: dict[int, ImageError], size: int, n: int) -> CachedArrays | None:
+        """The request as a :class:`RowView` of one existing set, or None (some row is new, or rows span sets)."""
+        known = self._lookup(keys)
+        sets = {hit[0] for hit in known.values() if hit[2]}
+        if early or len(sets) != 1 or any(k not in known for k in keys):
+            return None
+        (set_id,) = sets
+        try:
+            source = np.load(self.root / f"{size}px" / f"{set_id}.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        rows = np.zeros(n, dtype=np.int64)
+        ok = np.zeros(n, dtype=bool)
+        widths = np.full(n, -1, dtype=np.int64)
+        heights = np.full(n, -1, dtype=np.int64)
+        modes, formats = [""] * n, [""] * n
+        for i, key in enumerate(keys):
+            src_set, src_row, k_ok, reason, error, w, h, mode, fmt = known[key]
+            if not k_ok or src_row >= source.shape[0]:
+                return None  # a failed row must read as zeros: the normal path writes them
+            rows[i], ok[i] = src_row, True
+            widths[i], heights[i], modes[i], formats[i] = w, h, mode or "", fmt or ""
+        return CachedArrays(RowView(source, rows), ok, {}, {}, widths, heights, tuple(modes),
+                            tuple(formats), 0)
+
     def _lookup(self, keys: Iterable[str]) -> dict[str, tuple]:
         found: dict[str, tuple] = {}
         wanted = [k for k in keys if not k.startswith("!")]
@@ -630,6 +698,36 @@ class ImageCache:
         for i, exc in early.items():
             errors[i], reasons[i] = str(exc), exc.reason
 
+        done = len(early)
+        to_decode: list[int] = []
+        sources: dict[str, np.ndarray | None] = {}
+        copies: dict[str, tuple[list[int], list[int]]] = {}  # source set -> (rows here, rows there)
+        for i, key in enumerate(keys):
+            if i in early:
+                continue
+            hit = known.get(key)
+            if hit is None:
+                to_decode.append(i)
+                continue
+            src_set, src_row, k_ok, reason, error, w, h, mode, fmt = hit
+            if k_ok:
+                if src_set not in sources:
+                    try:
+                        sources[src_set] = np.load(set_dir / f"{src_set}.npy", mmap_mode="r")
+                    except (OSError, ValueError):
+                        sources[src_set] = None  # deleted meanwhile: decode again
+                src = sources[src_set]
+                if src is None or src_row >= src.shape[0]:
+                    to_decode.append(i)
+                    continue
+                dst_rows, src_rows = copies.setdefault(src_set, ([], []))
+                dst_rows.append(i)
+                src_rows.append(src_row)
+                ok[i] = True
+            else:
+                errors[i], reasons[i] = error, reason
+            widths[i], heights[i], modes[i], formats[i] = w, h, mode or "", fmt or ""
+            done += 1
         tmp = set_dir / f".{set_id}.{os.getpid()}.{threading.get_ident()}.npy.tmp"
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
@@ -640,35 +738,15 @@ class ImageCache:
             raise OSError(exc.errno, f"cannot write the image cache in {set_dir} ({n * size * size * 3:,} "
                                      f"bytes): {exc.strerror or exc}. Free some disk space, or point LOUPE_HOME "
                                      "at a folder on a larger disk") from exc
-        done = len(early)
-        to_decode: list[int] = []
-        sources: dict[str, np.ndarray | None] = {}
+        mm = out
+        out = mm.view(np.ndarray)  # plain ndarray over the same mapping: no memmap bookkeeping per row
         try:
-            for i, key in enumerate(keys):
-                if i in early:
-                    continue
-                hit = known.get(key)
-                if hit is None:
-                    to_decode.append(i)
-                    continue
-                src_set, src_row, k_ok, reason, error, w, h, mode, fmt = hit
-                if k_ok:
-                    if src_set not in sources:
-                        try:
-                            sources[src_set] = np.load(set_dir / f"{src_set}.npy", mmap_mode="r")
-                        except (OSError, ValueError):
-                            sources[src_set] = None  # deleted meanwhile: decode again
-                    src = sources[src_set]
-                    if src is None or src_row >= src.shape[0]:
-                        to_decode.append(i)
-                        continue
-                    out[i] = src[src_row]
-                    ok[i] = True
-                else:
-                    errors[i], reasons[i] = error, reason
-                widths[i], heights[i], modes[i], formats[i] = w, h, mode or "", fmt or ""
-                done += 1
+            for src_set, (dst_rows, src_rows) in copies.items():  # one gather per source set
+                src = sources[src_set].view(np.ndarray)
+                for a in range(0, len(dst_rows), 1024):  # bounded RAM for the gathered rows
+                    out[dst_rows[a:a + 1024]] = src[src_rows[a:a + 1024]]
             sources.clear()
+            copies.clear()
             if progress:
                 progress(done, n)
 
@@ -694,8 +772,9 @@ class ImageCache:
                         done += 1
                     if progress:
                         progress(done, n)
-            out.flush()
             del out
+            mm.flush()
+            del mm
             os.replace(tmp, npy)
         except BaseException:
             with contextlib.suppress(OSError):

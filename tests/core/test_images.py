@@ -318,6 +318,33 @@ def test_cache_remembers_failures(tmp_path, image_dir):
     assert res.reasons == {0: "not_image"}
 
 
+def test_lazy_subset_of_cached_rows_is_a_row_view_without_a_new_set(tmp_path, image_dir):
+    """The audit's request (the valid rows of a load that decoded a superset) streams from the cached set."""
+    cache = ImageCache(tmp_path / "cache")
+    everything = [f"{i}.png" for i in range(6)] + ["broken.jpg"]
+    full = cache.arrays(_table(image_dir, everything), 16)
+    sets = sorted((tmp_path / "cache" / "16px").glob("*.npy"))
+    subset = ["5.png", "0.png", "3.png", "2.png"]  # valid rows only, another order
+    lazy = ImageCache(tmp_path / "cache").arrays(_table(image_dir, subset), 16, lazy=True)
+    assert isinstance(lazy.images, images.RowView)
+    assert lazy.n_decoded == 0 and lazy.ok.all() and lazy.errors == {}
+    assert sorted((tmp_path / "cache" / "16px").glob("*.npy")) == sets  # nothing written
+    assert lazy.images.shape == (4, 16, 16, 3) and len(lazy.images) == 4 and lazy.images.dtype == np.uint8
+    want = np.stack([np.asarray(full.images[everything.index(n)]) for n in subset])
+    np.testing.assert_array_equal(np.asarray(lazy.images), want)
+    np.testing.assert_array_equal(lazy.images[1], want[1])                       # int
+    np.testing.assert_array_equal(lazy.images[1:3], want[1:3])                   # slice
+    np.testing.assert_array_equal(lazy.images[np.array([3, 0])], want[[3, 0]])  # int array
+    np.testing.assert_array_equal(lazy.images[np.array([True, False, True, False])], want[[0, 2]])  # mask
+    assert lazy.widths.tolist() == [70] * 4 and lazy.heights.tolist() == [55, 50, 53, 52]
+    # the same request without lazy (or with a row the cache lacks) is an ordinary set on disk
+    plain = cache.arrays(_table(image_dir, subset), 16)
+    assert isinstance(plain.images, np.memmap)
+    np.testing.assert_array_equal(np.asarray(plain.images), want)
+    with_failure = cache.arrays(_table(image_dir, ["0.png", "broken.jpg"]), 16, lazy=True)
+    assert isinstance(with_failure.images, np.memmap) and with_failure.reasons == {1: "not_image"}
+
+
 def test_cache_boxes(tmp_path):
     arr = _gradient(120, 80)
     p = _save(tmp_path / "big.png", arr)
