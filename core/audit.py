@@ -602,7 +602,10 @@ def _crop_distances(sats: np.ndarray, which: np.ndarray, wb: np.ndarray, hb: np.
     T = np.round(iy / np.maximum(ny[pid] - 1, 1) * dy[pid])
     wbf, hbf = wb[pid].astype(np.float64), hb[pid].astype(np.float64)
     boxes = np.stack([L / wbf, T / hbf, (L + ws[pid]) / wbf, (T + hs[pid]) / hbf], axis=1)
-    d = _dist16(_box_means(sats, which[pid], boxes, grid), small16[pid])
+    d = np.empty(len(boxes), np.float32)
+    for a in range(0, len(boxes), _BOX_CHUNK):  # bounded temporaries: (chunk, grid+1, grid+1) float64 each
+        b = a + _BOX_CHUNK
+        d[a:b] = _dist16(_box_means(sats, which[pid[a:b]], boxes[a:b], grid), small16[pid[a:b]])
     return np.minimum.reduceat(d, starts)
 
 
@@ -643,14 +646,20 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
     return out
 
 
+#: Candidate search chunk: rows x N distances at most this many elements (~1 MB per float32 temporary).
+_NN_CHUNK_ELEMENTS = 262_144
+#: Crop boxes evaluated at once in the crop-aligned distance (~2.4 MB per 17 x 17 float64 temporary).
+_BOX_CHUNK = 1024
+
+
 def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: np.ndarray, heights: np.ndarray,
                      skip: np.ndarray, cfg: AuditConfig, exact_of: np.ndarray
                      ) -> tuple[list[list[int]], dict[tuple[int, int], float]]:
     """Clusters of perceptual near duplicates and the distance of each matched pair.
 
     Candidates: each image's ``near_duplicate_neighbors`` nearest by coarse 8 px colour
-    thumbnail among images of similar aspect ratio (chunked, O(N^2) time, O(chunk x N)
-    memory). Verified by the 95th percentile absolute difference of 16 px grayscale
+    thumbnail among images of similar aspect ratio (chunked, O(N^2) time, about 256k-element
+    chunks). Verified by the 95th percentile absolute difference of 16 px grayscale
     thumbnails, directly (resized / recompressed copies) or after aligning the best crop
     of the larger image (cropped copies). Blank images and extra exact copies are skipped.
     """
@@ -664,9 +673,13 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     la = np.log(np.maximum(widths[idx], 1) / np.maximum(heights[idx], 1)).astype(np.float32)
     k = min(cfg.near_duplicate_neighbors, len(idx) - 1)
     pairs: set[tuple[int, int]] = set()
-    for a in range(0, len(idx), 1024):
-        b = min(len(idx), a + 1024)
-        d = sq[a:b, None] + sq[None, :] - 2 * T[a:b] @ T.T
+    rows = int(min(1024, max(16, _NN_CHUNK_ELEMENTS // len(idx))))  # a chunk's temporaries stay ~1-2 MB each
+    for a in range(0, len(idx), rows):
+        b = min(len(idx), a + rows)
+        d = T[a:b] @ T.T
+        d *= -2
+        d += sq[a:b, None]
+        d += sq[None, :]
         d[np.abs(la[a:b, None] - la[None, :]) > 0.35] = np.inf  # aspect ratios must roughly agree
         d[np.arange(b - a), np.arange(a, b)] = np.inf
         nn = np.argpartition(d, k - 1, axis=1)[:, :k]
@@ -678,7 +691,10 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     if not pairs:
         return [], {}
     cand = np.array(sorted(pairs), dtype=np.int64)
-    direct = _dist16(stats.gray16[cand[:, 0]], stats.gray16[cand[:, 1]])
+    direct = np.empty(len(cand), np.float32)
+    for a in range(0, len(cand), 4096):  # bounded temporaries (4096 x 256 floats)
+        c = cand[a:a + 4096]
+        direct[a:a + 4096] = _dist16(stats.gray16[c[:, 0]], stats.gray16[c[:, 1]])
     thr = cfg.near_duplicate_distance
     best = direct.astype(np.float64)
     if cfg.near_duplicate_max_crop > 0:
@@ -715,12 +731,28 @@ def _label_features(stats: _Stats, widths: np.ndarray, heights: np.ndarray) -> n
     return np.concatenate([stats.hog, g, stats.color, stats.hsv, geo], axis=1)
 
 
+#: Width the quick label classifier's features are reduced to (principal components).
+_LABEL_DIMS = 256
+
+
 def _oof_probs(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
-    """Out-of-fold class probabilities (N, K) of a standardized logistic regression."""
+    """Out-of-fold class probabilities (N, K) of a standardized logistic regression.
+
+    Features wider than :data:`_LABEL_DIMS` are first standardized and projected on their
+    top principal components (unsupervised, so fitted on all rows without leaking labels):
+    the regression's working copies then take a quarter of the memory and time. ``X`` may
+    be overwritten (the caller builds it for this call).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    if X.shape[1] > _LABEL_DIMS and len(X) > _LABEL_DIMS:
+        from sklearn.decomposition import PCA
+
+        X = StandardScaler(copy=False).fit_transform(np.asarray(X, dtype=np.float32))  # in place: X is ours
+        X = PCA(n_components=_LABEL_DIMS, svd_solver="covariance_eigh").fit_transform(X)
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=200))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

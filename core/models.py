@@ -346,6 +346,42 @@ def backbone_of(model):
     return nested[0] if nested else None
 
 
+def split_at_backbone(model):
+    """A transfer model as ``(features, head)`` sharing its layers and weights.
+
+    ``features``: raw pixels -> the backbone's pooled features (preprocessing and the
+    frozen backbone in inference mode; no augmentation). ``head``: those features -> the
+    model's output, through the same ``features_norm`` / dropout / embedding / head layers,
+    so training ``head`` trains ``model``. Used to fit a frozen backbone's head on
+    features computed once instead of a forward pass through the backbone every epoch.
+
+    Raises
+    ------
+    ValueError
+        ``model`` has no backbone (the CNN).
+    """
+    import keras
+
+    base = backbone_of(model)
+    if base is None:
+        raise ValueError(f"split_at_backbone needs a transfer-learning model; model {model.name!r} has no backbone")
+    layers = model.layers
+    k = layers.index(base)
+    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), dtype="float32", name="image")
+    x = inputs
+    for layer in layers[1:k]:
+        if layer.name == PREPROCESS_LAYER:  # augmentation is left out: features of the images as they are
+            x = layer(x)
+    x = base(x, training=False)
+    features = keras.Model(inputs, x, name=f"{model.name}_features")
+    f_in = keras.Input(shape=tuple(x.shape[1:]), dtype="float32", name="features")
+    h = f_in
+    for layer in layers[k + 1:]:
+        h = layer(h)
+    head = keras.Model(f_in, h, name=f"{model.name}_head")
+    return features, head
+
+
 def unfreeze_top(model, n_layers: int) -> int:
     """Make the top ``n_layers`` layers of the backbone trainable, for fine-tuning after warm-up.
 

@@ -87,7 +87,10 @@ class TrainConfig:
     ``reduce_lr_patience`` (0 = off), ``reduce_lr_factor``, ``class_weights``
     (balanced, single-label tasks), ``seed``, ``fine_tune_layers`` (>0: after
     ``warmup_epochs`` epochs with a frozen backbone, unfreeze its top N layers and go on
-    at ``lr * fine_tune_lr_factor``), ``log_every`` (live loss line every N batches).
+    at ``lr * fine_tune_lr_factor``), ``feature_warmup`` (ImageNet backbones: the
+    frozen-backbone epochs train the head on backbone features computed once, without
+    augmentation, instead of a backbone forward pass per image per epoch; ``False``:
+    frozen epochs see augmented images), ``log_every`` (live loss line every N batches).
     """
 
     dataset: dict | None = None
@@ -125,6 +128,7 @@ class TrainConfig:
     fine_tune_layers: int = 0
     warmup_epochs: int = 0
     fine_tune_lr_factor: float = 0.1
+    feature_warmup: bool = True
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -1012,6 +1016,8 @@ def _make_callbacks_module():
                 "train_seconds": round(train_s, 3), "images_per_second": round(n_images / max(train_s, 1e-9), 2),
                 "time": time.time(),
             }
+            if ctx.source != "images":
+                record["input"] = ctx.source
             self.history.append(record)
             new_alerts = []
             if ctx.alert_collapse:
@@ -1078,6 +1084,7 @@ class _FitContext:
     on_epoch: Callable[[dict], None]
     alerts: list
     alert_collapse: bool = True
+    source: str = "images"  # what the fitted model reads: "images", or "backbone features" (frozen warm-up)
 
     def add_alert(self, alert: dict) -> None:
         # keep one alert per (kind, stage); update it with the latest epoch
@@ -1231,12 +1238,20 @@ class _Trainer:
                     min_lr=1e-7, verbose=0))
             return cbs
 
+        pretrained = cfg.model != "cnn" and not self.weights_used.startswith("random")
         phases = [(0, cfg.epochs)]
-        if cfg.fine_tune_layers and not self.weights_used.startswith("random"):
+        if cfg.fine_tune_layers and pretrained:
             phases = [(0, max(1, cfg.warmup_epochs)), (max(1, cfg.warmup_epochs), cfg.epochs)]
         for i, (start, end) in enumerate(phases):
             if self.stop.requested:
                 break
+            if i == 0 and pretrained and cfg.feature_warmup:
+                # the backbone is frozen in this phase: its features never change, so compute them
+                # once and fit the head on them (a linear-probe-like warm-up, then fine-tuning)
+                self._fit_head_on_features(model, recorder, ctx, images=images, train_idx=train_idx,
+                                           val_idx=val_idx, y=y, start=start, end=end, metric_task=metric_task,
+                                           strategy=strategy, callbacks=callbacks(), class_weight=class_weight)
+                continue
             if i == 1:
                 if recorder.best_weights is not None:
                     model.set_weights(recorder.best_weights)
@@ -1253,6 +1268,57 @@ class _Trainer:
         if recorder.best_weights is not None:
             model.set_weights(recorder.best_weights)
         return model, recorder
+
+    def _fit_head_on_features(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, end: int,
+                              metric_task: str, strategy, callbacks, class_weight) -> None:
+        """Epochs ``start..end`` of a frozen backbone: the head trained on features computed once.
+
+        The recorder sees head epochs like any other (metrics, alerts, checkpoints of the
+        whole model); afterwards ``model`` holds the best head and ``recorder.best_weights``
+        are whole-model weights again. Throughput counts the feature pass (images through
+        the backbone), not the head steps.
+        """
+        import tensorflow as tf
+
+        from core import models
+
+        cfg = self.config
+        self.status("running", message="computing the frozen backbone's features once for the warm-up",
+                    stage=ctx.stage)
+        self.log(f"{ctx.stage}: frozen warm-up on backbone features computed once "
+                 f"({len(train_idx)} train + {len(val_idx)} val images)")
+        with strategy.scope():
+            features, head = models.split_at_backbone(model)
+            _compile(head, task=metric_task, lr=cfg.lr)
+        t0 = time.perf_counter()
+        batch = max(cfg.batch_size, 64)
+        f_train = features.predict(make_dataset(images, train_idx, None, batch_size=batch), verbose=0)
+        if self.stop.requested:
+            return
+        f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
+        extract_s = time.perf_counter() - t0
+        y_train = np.asarray(y)[train_idx]
+        y_train = y_train.astype(np.float32) if y_train.dtype.kind == "f" else y_train.astype(np.int64)
+        train_ds = (tf.data.Dataset.from_tensor_slices((f_train, y_train))
+                    .shuffle(max(1, len(train_idx)), seed=cfg.seed, reshuffle_each_iteration=True)
+                    .batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
+        seen, secs = recorder.images_seen, recorder.train_seconds
+        image_ctx = recorder.ctx
+        recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
+                                           source="backbone features",
+                                           save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
+        self.stop.model = head
+        try:
+            head.fit(train_ds, epochs=end, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
+                     class_weight=class_weight)
+        finally:
+            recorder.ctx = image_ctx
+            self.stop.model = model
+        recorder.images_seen = seen + len(train_idx) + len(val_idx)
+        recorder.train_seconds = secs + extract_s
+        if recorder.best_weights is not None:
+            head.set_weights(recorder.best_weights)
+            recorder.best_weights = model.get_weights()
 
     # -- the run -------------------------------------------------------------------------
     def run(self, samples: pd.DataFrame, schema, *, workspace, labels_override=None) -> TrainResult:

@@ -65,6 +65,7 @@ def _static_defaults() -> dict:
         "train_batch_norm": base.batch_norm, "train_pooling": base.pooling, "train_reduce_lr": base.reduce_lr_patience,
         "train_seed": base.seed, "train_log_every": base.log_every, "train_imputation": "mask",
         "train_hmode": "flat", "train_exclude": [], "train_use_review": True,
+        "train_feature_warmup": base.feature_warmup,
     }
 
 
@@ -221,6 +222,10 @@ def fit_widgets(model: str) -> dict:
                                                        key="train_fine_tune")
             opts["warmup_epochs"] = a2.number_input("Warm-up epochs (frozen backbone first)", 0, 1000,
                                                     key="train_warmup")
+            opts["feature_warmup"] = st.checkbox(
+                "Frozen epochs on features computed once", key="train_feature_warmup",
+                help="the frozen backbone's features are computed once and the head trains on them: seconds "
+                     "instead of a backbone pass per image per epoch, but without augmentation")
         else:
             opts["fine_tune_layers"], opts["warmup_epochs"] = 0, 0
         opts["seed"] = a1.number_input("Seed", 0, 2**31 - 1, key="train_seed")

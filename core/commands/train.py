@@ -60,6 +60,9 @@ def _args_train(p: argparse.ArgumentParser) -> None:
                    help="after --warmup-epochs, unfreeze the backbone's top N layers at lr/10, BatchNorm frozen "
                         "(recipe: 40 for transfer; 0: frozen backbone throughout)")
     f.add_argument("--warmup-epochs", type=int, help="epochs with a frozen backbone first (recipe: 10 transfer)")
+    f.add_argument("--feature-warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="ImageNet backbones: train the head on the frozen backbone's features computed once "
+                        "(default; seconds per epoch), or --no-feature-warmup: frozen epochs on augmented images")
     f.add_argument("--train-seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation")
     f.add_argument("--log-every", type=int, default=10, help="a live loss line every N batches")
 
@@ -97,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 kernel_size=args.kernel_size, batch_norm=args.batch_norm, pooling=args.pooling, epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, monitor=args.monitor, patience=args.patience,
                 reduce_lr_patience=args.reduce_lr_patience, class_weights=args.class_weights, seed=args.train_seed,
-                fine_tune_layers=args.fine_tune_layers, warmup_epochs=args.warmup_epochs, log_every=args.log_every)
+                fine_tune_layers=args.fine_tune_layers, warmup_epochs=args.warmup_epochs,
+                feature_warmup=args.feature_warmup, log_every=args.log_every)
             recipe_keys = ("image_size", "epochs", "dropout", "embedding_dim", "patience", "fine_tune_layers",
                            "warmup_epochs", "augmentation", "feature_norm")
             config = recommended_config(args.model, **{k: v for k, v in options.items()

@@ -106,6 +106,21 @@ def test_unfreeze_top_keeps_batchnorm_frozen_and_rejects_bad_n():
         models.unfreeze_top(models.build_model(2, image_size=16, filters=4), 1)
 
 
+def test_split_at_backbone_shares_weights_and_composes_to_the_model():
+    model = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None, seed=0)
+    features, head = models.split_at_backbone(model)
+    x = _pixels(4, size=32)
+    f = features.predict(x, verbose=0)
+    assert f.shape == (4, models.backbone_of(model).output.shape[-1])
+    np.testing.assert_allclose(head.predict(f, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+    # training the head trains the model: same weight objects
+    head_ids = {id(w) for w in head.weights}
+    assert {id(w) for w in model.get_layer(models.HEAD_LAYER).weights} <= head_ids
+    assert not any(layer.name == models.AUGMENTATION_LAYER for layer in features.layers)
+    with pytest.raises(ValueError, match="no backbone"):
+        models.split_at_backbone(models.build_model(2, image_size=16, filters=4))
+
+
 def test_embedding_model_outputs_the_bottleneck():
     model = models.build_model(3, image_size=16, filters=4, embedding_dim=7)
     emb = models.embedding_model(model).predict(_pixels(5), verbose=0)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from core import runs, training
+from core import models, runs, training
 from core.datasets import LabelSchema
 from core.workspace import home
 
@@ -381,5 +381,12 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     assert runs.read_config(out)["weights_used"] == "imagenet"
     assert not any(a["kind"] == "weights" for a in runs.read_status(out)["alerts"])
     assert "fine-tuning the top 10 backbone layers" in proc.stderr
-    lrs = list(runs.read_metrics(out).query("kind == 'epoch'")["lr"])
+    epochs = runs.read_metrics(out).query("kind == 'epoch'")
+    lrs = list(epochs["lr"])
     assert lrs[1] == pytest.approx(lrs[0] * 0.1, rel=1e-3)  # the second phase runs at lr * fine_tune_lr_factor
+    # the frozen warm-up trained the head on backbone features computed once; fine-tuning reads images
+    assert "frozen warm-up on backbone features computed once" in proc.stderr
+    assert list(epochs["input"].fillna("images")) == ["backbone features", "images"]
+    # the checkpoint is the whole model (pixels in), whichever phase it came from
+    model = models.load_model(runs.RunDir(out).model)
+    assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)

@@ -174,12 +174,14 @@ def test_transfer_model_without_cached_weights_warns_and_offers_random_init(home
     assert not at.exception
     assert at.number_input(key="train_image_size").value == 128  # the transfer recipe
     assert at.number_input(key="train_fine_tune").value > 0
+    assert at.checkbox(key="train_feature_warmup").value is True  # frozen epochs on features computed once
     warning = " ".join(w.value for w in at.warning)
     assert "not in Keras' cache" in warning and "random" in warning
     at.button(key="train_random_init").click().run()
     assert not at.exception
     assert at.radio(key="train_weights").value == "none"
     assert not any("not in Keras' cache" in w.value for w in at.warning)
+    assert not [c for c in at.checkbox if c.key == "train_feature_warmup"]  # random init: nothing is frozen
 
 
 def test_grid_form_queues_runs_and_shows_results_and_parallel_coordinates(home):
