@@ -195,6 +195,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: The frozen warm-up trains on backbone features held in RAM up to this size, else on images.
+FEATURE_WARMUP_LIMIT_BYTES = 2 * 2**30
+
 #: Recommended settings per model family: what the Train page and the CLI start from.
 #: Transfer: 10 warm-up epochs on a frozen backbone, then the top 40 layers fine-tuned at lr/10,
 #: a wider, more regularised head (measured on flowers12 in bench/bench_training.py).
@@ -1245,7 +1248,7 @@ class _Trainer:
         for i, (start, end) in enumerate(phases):
             if self.stop.requested:
                 break
-            if i == 0 and pretrained and cfg.feature_warmup:
+            if i == 0 and pretrained and cfg.feature_warmup and self._features_fit(model, len(train_idx) + len(val_idx)):
                 # the backbone is frozen in this phase: its features never change, so compute them
                 # once and fit the head on them (a linear-probe-like warm-up, then fine-tuning)
                 self._fit_head_on_features(model, recorder, ctx, images=images, train_idx=train_idx,
@@ -1268,6 +1271,18 @@ class _Trainer:
         if recorder.best_weights is not None:
             model.set_weights(recorder.best_weights)
         return model, recorder
+
+    def _features_fit(self, model, n: int) -> bool:
+        """Whether ``n`` images' backbone features fit in :data:`FEATURE_WARMUP_LIMIT_BYTES` of RAM."""
+        from core import models
+
+        dim = int(np.prod(models.backbone_of(model).output.shape[1:]))
+        need = n * dim * 4
+        if need <= FEATURE_WARMUP_LIMIT_BYTES:
+            return True
+        self.log(f"note: the frozen warm-up runs on images: {n} images' features would take {need / 2**30:.1f} GiB "
+                 f"(limit {FEATURE_WARMUP_LIMIT_BYTES / 2**30:.0f} GiB)")
+        return False
 
     def _fit_head_on_features(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, end: int,
                               metric_task: str, strategy, callbacks, class_weight) -> None:

@@ -390,3 +390,14 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     # the checkpoint is the whole model (pixels in), whichever phase it came from
     model = models.load_model(runs.RunDir(out).model)
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
+
+
+def test_frozen_warm_up_falls_back_to_images_when_features_would_not_fit_in_ram(tmp_path, monkeypatch):
+    model = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None)
+    said = []
+    trainer = training._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
+                                log=said.append)
+    assert trainer._features_fit(model, 1000)  # 1000 x 1280 floats: 5 MB
+    monkeypatch.setattr(training, "FEATURE_WARMUP_LIMIT_BYTES", 1_000_000)
+    assert not trainer._features_fit(model, 1000)
+    assert "the frozen warm-up runs on images" in said[-1] and "GiB" in said[-1]
