@@ -572,6 +572,14 @@ def _box_means(sats: np.ndarray, which: np.ndarray, boxes: np.ndarray, out: int)
     return (cell / np.maximum(area, 1e-9)).reshape(len(boxes), out * out).astype(np.float32)
 
 
+def _sat(g: np.ndarray) -> np.ndarray:
+    """Summed-area tables (U, S+1, S+1) float64 of grayscale images (U, S, S)."""
+    sats = np.zeros((len(g), g.shape[1] + 1, g.shape[2] + 1), np.float64)
+    np.cumsum(g, axis=1, dtype=np.float64, out=sats[:, 1:, 1:])
+    np.cumsum(sats[:, 1:, 1:], axis=2, out=sats[:, 1:, 1:])
+    return sats
+
+
 def _dist16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Near-duplicate distance of 16 px grayscale thumbnails (..., 256): 95th percentile abs difference."""
     d = np.abs(a - b)
@@ -614,10 +622,11 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
     """Crop-aligned distance of (big, small) ``pairs`` (P, 2), or inf when clearly different.
 
     Three stages, each on the pairs the previous one left open: a 3 x 3 offset screen on
-    8 px thumbnails (about 6x cheaper per pair; pairs beyond ``4 * thr + 8`` there are
-    dropped), a coarse 4 x 4 offset search on 16 px thumbnails, and the exact 13 x 13 one
-    only for pairs close to ``thr``. Pairs sorted by big image share its summed-area
-    table; chunks bound RAM.
+    8 px thumbnails of the half-resolution images (about 6x cheaper per pair, and a
+    quarter of the summed-area-table work; pairs beyond ``4 * thr + 8`` there are
+    dropped), a coarse 4 x 4 offset search on 16 px thumbnails at full cached resolution,
+    and the exact 13 x 13 one only for pairs close to ``thr``. Pairs sorted by big image
+    share its summed-area table; chunks bound RAM.
     """
     out = np.full(len(pairs), np.inf, np.float32)
     order = np.argsort(pairs[:, 0], kind="stable")
@@ -625,16 +634,16 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
         rows = order[a:a + 128]
         big, small = pairs[rows, 0], pairs[rows, 1]
         ubig, which = np.unique(big, return_inverse=True)
-        g = _gray(np.asarray(images[ubig], dtype=np.float32))  # (U, S, S): full cached resolution (alignment)
-        sats = np.zeros((len(ubig), g.shape[1] + 1, g.shape[2] + 1), np.float64)
-        sats[:, 1:, 1:] = g.astype(np.float64).cumsum(1).cumsum(2)
+        raw = np.asarray(images[ubig])
         small8 = _block_mean(gray16[small].reshape(-1, 16, 16, 1), 8).reshape(len(small), 64)
-        screen = _crop_distances(sats, which, widths[big], heights[big], small8, widths[small], heights[small],
-                                 steps=3, grid=8)
+        screen = _crop_distances(_sat(_gray(_half(raw))), which, widths[big], heights[big], small8, widths[small],
+                                 heights[small], steps=3, grid=8)
         keep = np.flatnonzero(screen <= 4 * thr + 8)
         if not len(keep):
             continue
-        big, small, which = big[keep], small[keep], which[keep]
+        big, small = big[keep], small[keep]
+        ukeep, which = np.unique(which[keep], return_inverse=True)
+        sats = _sat(_gray(raw[ukeep].astype(np.float32)))  # full cached resolution: the alignment itself
         geo = (widths[big], heights[big], gray16[small], widths[small], heights[small])
         coarse = _crop_distances(sats, which, *geo, steps=4)
         d = coarse.copy()
