@@ -1102,10 +1102,39 @@ class _FitContext:
 # Training
 # ---------------------------------------------------------------------------
 
-def _strategy():
-    """MirroredStrategy when several GPUs are visible, else the default strategy."""
+#: Testing aid: ``LOUPE_MIRRORED_CPUS=N`` (N >= 2) splits the CPU into N logical devices and
+#: trains under a MirroredStrategy over them, so the multi-device path runs without GPUs.
+MIRRORED_CPUS_ENV = "LOUPE_MIRRORED_CPUS"
+
+
+def _mirrored_cpus() -> int:
+    try:
+        n = int(os.environ.get(MIRRORED_CPUS_ENV, "0") or 0)
+    except ValueError:
+        raise ValueError(f"{MIRRORED_CPUS_ENV} must be an integer; received {os.environ[MIRRORED_CPUS_ENV]!r}") from None
+    return n if n >= 2 else 0
+
+
+def _configure_devices() -> None:
+    """Before TensorFlow runs anything: the logical CPU devices :data:`MIRRORED_CPUS_ENV` asks for."""
+    n = _mirrored_cpus()
+    if not n:
+        return
     import tensorflow as tf
 
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or ()) != n:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+
+
+def _strategy():
+    """MirroredStrategy when several GPUs are visible (or :data:`MIRRORED_CPUS_ENV` asks for logical CPUs),
+    else the default strategy."""
+    import tensorflow as tf
+
+    n = _mirrored_cpus()
+    if n:
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -1342,6 +1371,7 @@ class _Trainer:
         from core.images import ImageCache
 
         cfg = self.config
+        _configure_devices()
         keras.utils.set_random_seed(cfg.seed)
         samples = apply_label_overrides(samples, labels_override)
         targets = build_targets(samples, schema, task=cfg.task, label_columns=cfg.label_columns,
@@ -1416,6 +1446,9 @@ class _Trainer:
         if self.stop.requested:
             raise _Stopped("stopped before training started")
         strategy = _strategy()
+        if strategy.num_replicas_in_sync > 1:
+            self.log(f"distribution: {type(strategy).__name__} over {strategy.num_replicas_in_sync} devices "
+                     f"({', '.join(strategy.extended.worker_devices)}); batch {cfg.batch_size} split across them")
         stages_done = []
         if task == "hierarchical" and cfg.hierarchy_mode == "separate":
             model, stages_done = self._run_separate(targets, images, idx, strategy)

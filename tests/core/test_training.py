@@ -401,3 +401,25 @@ def test_frozen_warm_up_falls_back_to_images_when_features_would_not_fit_in_ram(
     monkeypatch.setattr(training, "FEATURE_WARMUP_LIMIT_BYTES", 1_000_000)
     assert not trainer._features_fit(model, 1000)
     assert "the frozen warm-up runs on images" in said[-1] and "GiB" in said[-1]
+
+
+def test_mirrored_strategy_path_trains_on_two_logical_devices(tmp_path, keras_home):
+    """The multi-device path (MirroredStrategy), run on two logical CPU devices: no GPU needed.
+
+    A transfer run with the frozen warm-up on features and fine-tuning, so model building,
+    compiling, the feature split, tf.data input and checkpointing all run under the strategy.
+    """
+    root = _folder(tmp_path, n_per=14, size=48)
+    out = tmp_path / "run"
+    proc = _cli([root, "--workspace", tmp_path / "ws", "--model", "mobilenet_v2", "--alpha", 0.35,
+                 "--image-size", 96, "--epochs", 2, "--warmup-epochs", 1, "--fine-tune-layers", 10,
+                 "--batch-size", 16, "--out", out, "--json"],
+                env_extra={"KERAS_HOME": str(keras_home), training.MIRRORED_CPUS_ENV: "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distribution: MirroredStrategy over 2 devices" in proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["state"] == "done" and result["weights_used"] == "imagenet"
+    preds = runs.read_predictions(out, split="test")
+    assert len(preds.sample_ids) > 0
+    model = models.load_model(runs.RunDir(out).model)
+    assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
