@@ -1021,6 +1021,8 @@ def _make_callbacks_module():
             }
             if ctx.source != "images":
                 record["input"] = ctx.source
+            if ctx.phase:
+                record["phase"] = ctx.phase
             self.history.append(record)
             new_alerts = []
             if ctx.alert_collapse:
@@ -1088,6 +1090,7 @@ class _FitContext:
     alerts: list
     alert_collapse: bool = True
     source: str = "images"  # what the fitted model reads: "images", or "backbone features" (frozen warm-up)
+    phase: str | None = None  # two-phase transfer runs: "frozen warm-up", then "fine-tuning"
 
     def add_alert(self, alert: dict) -> None:
         # keep one alert per (kind, stage); update it with the latest epoch
@@ -1277,6 +1280,9 @@ class _Trainer:
         for i, (start, end) in enumerate(phases):
             if self.stop.requested:
                 break
+            if len(phases) > 1:
+                recorder.ctx = dataclasses.replace(recorder.ctx, phase="fine-tuning" if i else "frozen warm-up")
+                ctx = recorder.ctx
             if i == 0 and pretrained and cfg.feature_warmup and self._features_fit(model, len(train_idx) + len(val_idx)):
                 # the backbone is frozen in this phase: its features never change, so compute them
                 # once and fit the head on them (a linear-probe-like warm-up, then fine-tuning)

@@ -32,6 +32,7 @@ VAL_COLOR = "#F59E0B"
 F1_COLOR = "#10B981"
 BATCH_COLOR = "#A5B4FC"
 BEST_COLOR = "#EF4444"
+PHASE_COLOR = "#64748B"  # frozen warm-up shading, fine-tuning marker
 
 #: How a health alert is shown: ``error`` (training is broken) or ``warning`` (worth a look).
 ALERT_LEVELS = {"nan_loss": "error", "collapse": "error", "overfitting": "warning", "weights": "warning"}
@@ -131,6 +132,23 @@ def _line(fig: go.Figure, rows: pd.DataFrame, col: str, *, name: str, color: str
                     hovertemplate=f"{name}: %{{y:.4f}}<br>epoch %{{x:.2f}}<extra></extra>")
 
 
+def _phases(fig: go.Figure, epochs: pd.DataFrame) -> None:
+    """Shade a two-phase transfer run's frozen warm-up epochs and label where fine-tuning starts."""
+    if epochs is None or epochs.empty or "phase" not in epochs.columns:
+        return
+    warm = epochs[epochs["phase"] == "frozen warm-up"]
+    if warm.empty:
+        return
+    end = float(pd.to_numeric(warm["x"], errors="coerce").max())
+    on_features = "input" in warm.columns and (warm["input"] == "backbone features").any()
+    fig.add_vrect(x0=0, x1=end, fillcolor=PHASE_COLOR, opacity=0.12, line_width=0, layer="below",
+                  annotation_text="frozen warm-up" + (" (on features)" if on_features else ""),
+                  annotation_position="top left", annotation_font_size=11)
+    if (epochs["phase"] == "fine-tuning").any():
+        fig.add_vline(x=end, line=dict(color=PHASE_COLOR, width=1, dash="dot"),
+                      annotation_text="fine-tuning", annotation_position="top right", annotation_font_size=11)
+
+
 def loss_figure(metrics: pd.DataFrame, *, stage: str | None = None, steps_per_epoch: int | None = None,
                 title: str | None = "Loss") -> go.Figure:
     """Train vs val loss per epoch, with the live per-batch train loss as a thin line.
@@ -144,6 +162,7 @@ def loss_figure(metrics: pd.DataFrame, *, stage: str | None = None, steps_per_ep
     epochs = frame[frame["kind"] == "epoch"]
     _line(fig, epochs, "loss", name="train loss", color=TRAIN_COLOR)
     _line(fig, epochs, "val_loss", name="val loss", color=VAL_COLOR)
+    _phases(fig, epochs)
     _epoch_axis(fig, frame)
     fig.update_yaxes(title="loss")
     fig.update_layout(legend=dict(orientation="h", y=-0.25), uirevision="loss")
@@ -178,6 +197,7 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
             else:
                 fig.add_vline(x=x, line=dict(color=BEST_COLOR, dash="dash"),
                               annotation_text=f"best val_loss (epoch {x:.0f})")
+    _phases(fig, epochs)
     _epoch_axis(fig, frame)
     fig.update_yaxes(title="score", range=[0, 1.02])
     fig.update_layout(legend=dict(orientation="h", y=-0.25), uirevision="metrics")

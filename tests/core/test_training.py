@@ -387,6 +387,7 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     # the frozen warm-up trained the head on backbone features computed once; fine-tuning reads images
     assert "frozen warm-up on backbone features computed once" in proc.stderr
     assert list(epochs["input"].fillna("images")) == ["backbone features", "images"]
+    assert list(epochs["phase"]) == ["frozen warm-up", "fine-tuning"]  # what the live charts shade and mark
     # the checkpoint is the whole model (pixels in), whichever phase it came from
     model = models.load_model(runs.RunDir(out).model)
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)

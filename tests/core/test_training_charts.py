@@ -50,6 +50,20 @@ def test_metric_figure_stars_the_best_epoch_of_the_monitor():
     assert any("best val_loss (epoch 3)" in (a.text or "") for a in fig.layout.annotations)
 
 
+def test_a_two_phase_runs_frozen_warm_up_is_shaded_and_fine_tuning_marked():
+    m = _metrics(epochs=3)
+    ep = m["kind"] == "epoch"
+    m.loc[ep, "phase"] = ["frozen warm-up", "frozen warm-up", "fine-tuning"]
+    m.loc[ep, "input"] = ["backbone features", "backbone features", None]
+    for fig in (tc.loss_figure(m), tc.metric_figure(m)):
+        [shade] = [sh for sh in fig.layout.shapes if sh.type == "rect"]
+        assert (shade.x0, shade.x1) == (0, 2.0)
+        texts = [a.text for a in fig.layout.annotations]
+        assert "frozen warm-up (on features)" in texts and "fine-tuning" in texts
+    # a one-phase run (no "phase" column) has neither
+    assert not [sh for sh in tc.loss_figure(_metrics()).layout.shapes if sh.type == "rect"]
+
+
 def test_nan_losses_are_left_out_of_the_loss_figure():
     m = _metrics()
     m.loc[m["kind"] == "epoch", "loss"] = [1.0, np.nan, np.inf]
