@@ -588,13 +588,11 @@ class ImageCache:
         npy, meta_path = set_dir / f"{set_id}.npy", set_dir / f"{set_id}.json"
 
         hit = self._open_set(npy, meta_path, n)
-        if hit is None and lazy:
-            hit = self._row_view(keys, early, size, n)
         if hit is not None:
             if progress:
                 progress(n, n)
             return hit
-        return self._build(paths, boxes, keys, early, size, set_id, npy, meta_path, progress)
+        return self._build(paths, boxes, keys, early, size, set_id, npy, meta_path, progress, lazy=lazy)
 
     # -- internals -----------------------------------------------------------
     @staticmethod
@@ -640,31 +638,6 @@ class ImageCache:
             n_decoded=0,
         )
 
-    def _row_view(self, keys: list[str], early: dict[int, ImageError], size: int, n: int) -> CachedArrays | None:
-        """The request as a :class:`RowView` of one existing set, or None (some row is new, or rows span sets)."""
-        known = self._lookup(keys)
-        sets = {hit[0] for hit in known.values() if hit[2]}
-        if early or len(sets) != 1 or any(k not in known for k in keys):
-            return None
-        (set_id,) = sets
-        try:
-            source = np.load(self.root / f"{size}px" / f"{set_id}.npy", mmap_mode="r")
-        except (OSError, ValueError):
-            return None
-        rows = np.zeros(n, dtype=np.int64)
-        ok = np.zeros(n, dtype=bool)
-        widths = np.full(n, -1, dtype=np.int64)
-        heights = np.full(n, -1, dtype=np.int64)
-        modes, formats = [""] * n, [""] * n
-        for i, key in enumerate(keys):
-            src_set, src_row, k_ok, reason, error, w, h, mode, fmt = known[key]
-            if not k_ok or src_row >= source.shape[0]:
-                return None  # a failed row must read as zeros: the normal path writes them
-            rows[i], ok[i] = src_row, True
-            widths[i], heights[i], modes[i], formats[i] = w, h, mode or "", fmt or ""
-        return CachedArrays(RowView(source, rows), ok, {}, {}, widths, heights, tuple(modes),
-                            tuple(formats), 0)
-
     def _lookup(self, keys: Iterable[str]) -> dict[str, tuple]:
         found: dict[str, tuple] = {}
         wanted = [k for k in keys if not k.startswith("!")]
@@ -679,7 +652,8 @@ class ImageCache:
                     found[r[0]] = r[1:]
         return found
 
-    def _build(self, paths, boxes, keys, early, size, set_id, npy, meta_path, progress) -> CachedArrays:
+    def _build(self, paths, boxes, keys, early, size, set_id, npy, meta_path, progress, *,
+               lazy: bool = False) -> CachedArrays:
         n = len(paths)
         set_dir = npy.parent
         set_dir.mkdir(parents=True, exist_ok=True)
@@ -728,6 +702,13 @@ class ImageCache:
                 errors[i], reasons[i] = error, reason
             widths[i], heights[i], modes[i], formats[i] = w, h, mode or "", fmt or ""
             done += 1
+        if lazy and not to_decode and not errors and len(copies) == 1:
+            # every row is cached, all in one set, none failed: a view of that set, nothing written
+            ((src_set, (_, src_rows)),) = copies.items()
+            if progress:
+                progress(n, n)
+            return CachedArrays(RowView(sources[src_set], np.asarray(src_rows)), ok, {}, {}, widths, heights,
+                                tuple(modes), tuple(formats), 0)
         tmp = set_dir / f".{set_id}.{os.getpid()}.{threading.get_ident()}.npy.tmp"
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))

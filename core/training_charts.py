@@ -17,7 +17,6 @@ A "stage" is one model of a run: ``main``, or for a hierarchical "separate" run
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.charts import _layout
+from core.training import _finite
 
 TRAIN_COLOR = "#4338CA"
 VAL_COLOR = "#F59E0B"
@@ -104,13 +104,6 @@ def curve_frame(metrics: pd.DataFrame, *, stage: str | None = None,
         return pd.DataFrame(columns=["x", "kind", "epoch", "loss"])
     out = pd.concat(frames, ignore_index=True).sort_values(["x", "kind"]).reset_index(drop=True)
     return out
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def _epoch_axis(fig: go.Figure, frame: pd.DataFrame) -> None:
