@@ -161,3 +161,60 @@ def kill_workers(ws) -> None:
         pid = st.get("pid")
         if pid and pid != os.getpid() and runs.pid_alive(pid, start_ticks=st.get("pid_start")):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A fresh workspace; every worker a test launches in it is killed at the end.
+
+    Modules that need another kind of workspace (the demo's, one under ``LOUPE_HOME``) define their own ``ws``.
+    """
+    from core.workspace import home
+
+    workspace = home(tmp_path / "ws").ensure()
+    yield workspace
+    kill_workers(workspace)  # never leave a worker of this test behind
+
+
+def tiny_train_config(folder: Path, **kw):
+    """A TrainConfig for a seconds-long CNN run on ``folder`` (16 px, 2 epochs, no early stopping); ``kw`` wins."""
+    from core.training import TrainConfig
+
+    base = dict(dataset={"path": str(folder)}, image_size=16, epochs=2, batch_size=8, filters=4, embedding_dim=8,
+                patience=0, reduce_lr_patience=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def zip_bytes(entries: dict) -> bytes:
+    """A zip archive in memory: ``{name inside the zip: bytes}``, deflated."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def rename_class_in_run(run: Path, old: str, new: str):
+    """Rename the hierarchical run's ``element`` class ``old`` to ``new`` in labels.json and predictions.csv.
+
+    Returns the predictions (all columns as strings) after the rename; the file is written too.
+    """
+    import json
+
+    import pandas as pd
+
+    ren = lambda c: new if c == old else c  # noqa: E731
+    labels = json.loads((run / "labels.json").read_text())
+    labels["classes"] = [ren(c) for c in labels["classes"]]
+    labels["level_classes"]["element"] = [ren(c) for c in labels["level_classes"]["element"]]
+    labels["parents"]["element"] = {ren(k): v for k, v in labels["parents"]["element"].items()}
+    (run / "labels.json").write_text(json.dumps(labels))
+    pred = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
+    pred = pred.rename(columns={f"element_p_{old}": f"element_p_{new}"})
+    for col in ("element_true", "element_pred"):
+        pred[col] = pred[col].map(ren)
+    pred.to_csv(run / "predictions.csv", index=False)
+    return pred

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from core.datasets import (
     read_table,
 )
 from core.workspace import Workspace
+from tests.conftest import zip_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -686,16 +686,8 @@ def _png_bytes(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_import_zip_extracts_and_loads(tmp_path, ws):
-    data = _zip({"flowers/a/1.png": _png_bytes(1), "flowers/a/2.png": _png_bytes(2),
+    data = zip_bytes({"flowers/a/1.png": _png_bytes(1), "flowers/a/2.png": _png_bytes(2),
                  "flowers/b/3.png": _png_bytes(3), "__MACOSX/._junk": b"x"})
     zpath = tmp_path / "up.zip"
     zpath.write_bytes(data)
@@ -704,7 +696,7 @@ def test_import_zip_extracts_and_loads(tmp_path, ws):
     assert sorted(p.name for p in root.rglob("*.png")) == ["1.png", "2.png", "3.png"]
     assert not (tmp_path / "imports" / "one" / "__MACOSX").exists()
     assert len(load_dataset(DatasetSpec(str(root)), workspace=ws).samples) == 3
-    flat = import_zip(_zip({"a/1.png": _png_bytes(1), "b/2.png": _png_bytes(2)}), tmp_path / "imports" / "two")
+    flat = import_zip(zip_bytes({"a/1.png": _png_bytes(1), "b/2.png": _png_bytes(2)}), tmp_path / "imports" / "two")
     assert flat == tmp_path / "imports" / "two"
     with pytest.raises(DatasetError, match="not an empty folder"):
         import_zip(data, tmp_path / "imports" / "two")
@@ -712,7 +704,7 @@ def test_import_zip_extracts_and_loads(tmp_path, ws):
 
 @pytest.mark.parametrize("name", ["../evil.png", "a/../../evil.png", "/etc/evil.png", "C:/evil.png"])
 def test_import_zip_refuses_zip_slip(tmp_path, name):
-    data = _zip({"ok/1.png": _png_bytes(1), name: _png_bytes(2)})
+    data = zip_bytes({"ok/1.png": _png_bytes(1), name: _png_bytes(2)})
     with pytest.raises(DatasetError, match="outside the extraction folder"):
         import_zip(data, tmp_path / "dest")
     assert not (tmp_path / "dest").exists() and not (tmp_path / "evil.png").exists()
@@ -720,15 +712,15 @@ def test_import_zip_refuses_zip_slip(tmp_path, name):
 
 
 def test_import_zip_refuses_bombs_and_junk(tmp_path):
-    bomb = _zip({"a/1.png": _png_bytes(1), "a/zeros.png": b"\0" * (8 * 1024 * 1024)})
+    bomb = zip_bytes({"a/1.png": _png_bytes(1), "a/zeros.png": b"\0" * (8 * 1024 * 1024)})
     with pytest.raises(DatasetError, match="zip bomb"):
         import_zip(bomb, tmp_path / "d1")
     with pytest.raises(DatasetError, match="declares more than"):
-        import_zip(_zip({"a/1.png": _png_bytes(1), "a/2.png": _png_bytes(2)}), tmp_path / "d2", max_total_bytes=100)
+        import_zip(zip_bytes({"a/1.png": _png_bytes(1), "a/2.png": _png_bytes(2)}), tmp_path / "d2", max_total_bytes=100)
     with pytest.raises(DatasetError, match="more than 2 files"):
-        import_zip(_zip({f"a/{i}.png": _png_bytes(i) for i in range(3)}), tmp_path / "d3", max_files=2)
+        import_zip(zip_bytes({f"a/{i}.png": _png_bytes(i) for i in range(3)}), tmp_path / "d3", max_files=2)
     with pytest.raises(DatasetError, match="no images"):
-        import_zip(_zip({"readme.txt": b"hello", "data.csv": b"a,b\n"}), tmp_path / "d4")
+        import_zip(zip_bytes({"readme.txt": b"hello", "data.csv": b"a,b\n"}), tmp_path / "d4")
     with pytest.raises(DatasetError, match="not a readable zip"):
         import_zip(b"this is not a zip", tmp_path / "d5")
     assert not any((tmp_path / f"d{i}").exists() for i in range(1, 6))

@@ -11,26 +11,11 @@ import pytest
 
 from core import jobs, runs
 from core.training import TrainConfig
-from core.workspace import home
-from tests.conftest import colour_squares, kill_workers, wait_for, worker_log
+from tests.conftest import colour_squares, tiny_train_config, wait_for, worker_log
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return colour_squares(tmp_path / "data")
-
-
-@pytest.fixture
-def ws(tmp_path):
-    workspace = home(tmp_path / "ws").ensure()
-    yield workspace
-    kill_workers(workspace)  # never leave a worker of this test behind
-
-
-def _config(folder: Path, **kw) -> TrainConfig:
-    base = dict(dataset={"path": str(folder)}, image_size=16, epochs=2, batch_size=8, filters=4, embedding_dim=8,
-                patience=0, reduce_lr_patience=0)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def _wait(pred, timeout=120.0, what="condition"):
@@ -44,8 +29,8 @@ def _state(rd) -> str:
 def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_usable_checkpoint(folder, ws):
     from core.models import load_model
 
-    long_id = jobs.launch(_config(folder, epochs=400), workspace=ws)
-    queued_id = jobs.launch(_config(folder, epochs=1), workspace=ws)
+    long_id = jobs.launch(tiny_train_config(folder, epochs=400), workspace=ws)
+    queued_id = jobs.launch(tiny_train_config(folder, epochs=1), workspace=ws)
     long_rd, queued_rd = ws.runs_dir / long_id, ws.runs_dir / queued_id
     assert runs.RunDir(long_rd).worker_log.exists()
     _wait(lambda: runs.RunDir(long_rd).model.exists(), what=f"a checkpoint; log: {worker_log(long_rd)}")
@@ -71,7 +56,7 @@ def test_queue_runs_one_at_a_time_stop_cancels_a_queued_run_and_kill_9_leaves_a_
 
 
 def test_sigterm_stops_gracefully_keeping_the_best_checkpoint_and_writing_predictions(folder, ws):
-    run_id = jobs.launch(_config(folder, epochs=400), workspace=ws)
+    run_id = jobs.launch(tiny_train_config(folder, epochs=400), workspace=ws)
     rd = runs.RunDir(ws.runs_dir / run_id)
     _wait(lambda: rd.model.exists(), what=f"a checkpoint; log: {worker_log(rd.path)}")
     assert jobs.stop(rd.path) is True
@@ -88,7 +73,7 @@ def test_sigterm_stops_gracefully_keeping_the_best_checkpoint_and_writing_predic
 
 
 def test_launch_grid_queues_one_run_per_combination(folder, ws):
-    ids = jobs.launch_grid(_config(folder, epochs=1), {"kernel_size": [3, 5]}, workspace=ws)
+    ids = jobs.launch_grid(tiny_train_config(folder, epochs=1), {"kernel_size": [3, 5]}, workspace=ws)
     assert len(ids) == 2
     for run_id in ids:
         rd = ws.runs_dir / run_id
@@ -106,9 +91,9 @@ def test_launch_and_grid_validate_their_input(folder, ws):
     with pytest.raises(ValueError, match="dataset"):
         jobs.launch(TrainConfig(), workspace=ws)
     with pytest.raises(ValueError, match="not a TrainConfig field"):
-        jobs.launch_grid(_config(folder), {"kernel": [3]}, workspace=ws)
+        jobs.launch_grid(tiny_train_config(folder), {"kernel": [3]}, workspace=ws)
     with pytest.raises(ValueError, match="non-empty list"):
-        jobs.launch_grid(_config(folder), {"kernel_size": []}, workspace=ws)
+        jobs.launch_grid(tiny_train_config(folder), {"kernel_size": []}, workspace=ws)
     with pytest.raises(ValueError, match="epochs"):
-        jobs.launch_grid(_config(folder), {"epochs": [1, 0]}, workspace=ws)  # validated before any launch
+        jobs.launch_grid(tiny_train_config(folder), {"epochs": [1, 0]}, workspace=ws)  # validated before any launch
     assert jobs.list_runs(ws).empty

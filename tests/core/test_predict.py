@@ -16,6 +16,7 @@ from PIL import Image
 from core import predict, runs
 from core.cli import main as cli_main
 from core.predict import PredictError, Predictor
+from tests.conftest import zip_bytes
 
 
 def _png(colour=(200, 30, 30), size=(24, 20)) -> bytes:
@@ -158,18 +159,10 @@ def test_uploads_bad_files_get_a_message_and_the_rest_runs(hier):
     np.testing.assert_allclose(again[pcols].to_numpy()[0], df.loc[0, pcols].to_numpy(float), atol=1e-5)
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_zip_upload_is_expanded_and_zip_slip_refused(hier, tmp_path):
-    ok = _zip({"set/a.png": _png(), "set/b/c.png": _png((0, 0, 200)), "set/readme.md": b"x", "__MACOSX/._a.png": b"x"})
-    slip = _zip({"fine.png": _png(), "../../evil.png": _png()})
-    absolute = _zip({"/tmp/abs.png": _png()})
+    ok = zip_bytes({"set/a.png": _png(), "set/b/c.png": _png((0, 0, 200)), "set/readme.md": b"x", "__MACOSX/._a.png": b"x"})
+    slip = zip_bytes({"fine.png": _png(), "../../evil.png": _png()})
+    absolute = zip_bytes({"/tmp/abs.png": _png()})
     df = hier.predict_bytes([("batch.zip", ok), ("slip.zip", slip), ("abs.zip", absolute), ("after.png", _png())])
     assert df["path"].tolist() == ["batch.zip/set/a.png", "batch.zip/set/b/c.png", "slip.zip", "abs.zip", "after.png"]
     assert (df["error"] == "").tolist() == [True, True, False, False, True]
@@ -182,13 +175,13 @@ def test_zip_upload_is_expanded_and_zip_slip_refused(hier, tmp_path):
 
 
 def test_zip_bomb_limits(tmp_path):
-    bomb = _zip({f"{i}.png": b"\0" * 300_000 for i in range(4)})
+    bomb = zip_bytes({f"{i}.png": b"\0" * 300_000 for i in range(4)})
     with pytest.raises(PredictError, match="more than 1,000,000 bytes"):
         predict.extract_image_zip(bomb, tmp_path / "a", name="bomb.zip", max_total_bytes=1_000_000)
     with pytest.raises(PredictError, match="more than 2 files"):
         predict.extract_image_zip(bomb, tmp_path / "b", name="bomb.zip", max_files=2)
     with pytest.raises(PredictError, match="no images"):
-        predict.extract_image_zip(_zip({"a.txt": b"x"}), tmp_path / "c")
+        predict.extract_image_zip(zip_bytes({"a.txt": b"x"}), tmp_path / "c")
     with pytest.raises(PredictError, match="not a readable zip"):
         predict.extract_image_zip(b"PK\x03\x04 nope", tmp_path / "d")
 

@@ -14,6 +14,7 @@ import pytest
 from core import report, review, runs
 from core.cli import main as cli_main
 from core.workspace import Workspace
+from tests.conftest import rename_class_in_run
 
 EVIL_CLASS = "</script><script>alert(1)</script>"
 EVIL_FILE = "<img src=x onerror=alert(2)>.png"
@@ -119,16 +120,7 @@ def test_hostile_labels_file_names_and_notes_are_escaped(demo_run, demo_workspac
     shutil.copytree(demo_workspace.dataset_dir(ds_id), ws.dataset_dir(ds_id))
     run = _copy_run(demo_run, ws.runs_dir)
     # rename the class "button" everywhere in the run's outputs
-    labels = json.loads((run / "labels.json").read_text())
-    ren = lambda c: EVIL_CLASS if c == "button" else c  # noqa: E731
-    labels["classes"] = [ren(c) for c in labels["classes"]]
-    labels["level_classes"]["element"] = [ren(c) for c in labels["level_classes"]["element"]]
-    labels["parents"]["element"] = {ren(k): v for k, v in labels["parents"]["element"].items()}
-    (run / "labels.json").write_text(json.dumps(labels))
-    pred = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
-    pred = pred.rename(columns={"element_p_button": f"element_p_{EVIL_CLASS}"})
-    for col in ("element_true", "element_pred"):
-        pred[col] = pred[col].map(ren)
+    pred = rename_class_in_run(run, "button", EVIL_CLASS)
     # the most confident mistake gets an evil sample id (shown as caption / alt text)
     mistakes = pred[(pred["split"] == "test") & (pred["element_true"] != pred["element_pred"])]
     pred.loc[mistakes.index, "sample_id"] = [f"{i}-{EVIL_FILE}" for i in range(len(mistakes))]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
+from tests.conftest import rename_class_in_run
 from tests.e2e.conftest import assert_no_exception, screenshot, wait_for_app
 
 EVIL_CLASS = "</script><script>alert(1)</script>"
@@ -81,17 +79,7 @@ def test_hostile_class_name_stays_text_in_the_browser(e2e_run, browser, tmp_path
 
     run = tmp_path / e2e_run.name
     shutil.copytree(e2e_run, run, ignore=shutil.ignore_patterns("embeddings.npz"))
-    labels = json.loads((run / "labels.json").read_text())
-    ren = lambda c: EVIL_CLASS if c == "button" else c  # noqa: E731
-    labels["classes"] = [ren(c) for c in labels["classes"]]
-    labels["level_classes"]["element"] = [ren(c) for c in labels["level_classes"]["element"]]
-    labels["parents"]["element"] = {ren(k): v for k, v in labels["parents"]["element"].items()}
-    (run / "labels.json").write_text(json.dumps(labels))
-    pred = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
-    pred = pred.rename(columns={"element_p_button": f"element_p_{EVIL_CLASS}"})
-    for col in ("element_true", "element_pred"):
-        pred[col] = pred[col].map(ren)
-    pred.to_csv(run / "predictions.csv", index=False)
+    rename_class_in_run(run, "button", EVIL_CLASS)
     out = tmp_path / "evil.html"
     from core.workspace import Workspace
 

@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 
 from core import datasets, jobs, models, runs
-from core.training import TrainConfig
 from core.workspace import WorkspaceError, home
 
-from tests.conftest import colour_squares, kill_workers, wait_for, worker_log
+from tests.conftest import colour_squares, tiny_train_config, wait_for, worker_log
 from tests.reliability.conftest import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,19 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 def colours(tmp_path) -> Path:
     """36 tiny images in 3 class folders (learnable: a coloured square on noise)."""
     return colour_squares(tmp_path / "colours")
-
-
-@pytest.fixture
-def ws(tmp_path):
-    workspace = home(tmp_path / "ws").ensure()
-    yield workspace
-    kill_workers(workspace)  # never leave a worker of this test behind
-
-
-def _config(folder: Path, **kw) -> TrainConfig:
-    base = dict(dataset={"path": str(folder)}, image_size=16, epochs=2, batch_size=8, filters=4, embedding_dim=8,
-                patience=0, reduce_lr_patience=0)
-    return TrainConfig(**{**base, **kw})
 
 
 def _wait(pred, timeout=180.0, what="condition"):
@@ -73,7 +59,7 @@ def test_kill_9_mid_training_while_two_concurrent_launches_wait_then_both_finish
     SIGKILL mid-training -> it shows interrupted, its best checkpoint loads, and the two queued runs
     then train one after the other, each in its own intact run directory. (The queue / SIGTERM /
     kill -9 basics are in tests/core/test_jobs.py; this adds what happens *after* the kill.)"""
-    long_id = jobs.launch(_config(colours, epochs=400), workspace=ws)
+    long_id = jobs.launch(tiny_train_config(colours, epochs=400), workspace=ws)
     long_rd = runs.RunDir(ws.runs_dir / long_id)
     _wait(lambda: rd_epochs(long_rd) >= 1 and long_rd.model.exists(), what=f"one epoch; log: {worker_log(long_rd)}")
 
@@ -85,7 +71,7 @@ def test_kill_9_mid_training_while_two_concurrent_launches_wait_then_both_finish
     def session(seed: int) -> None:
         try:
             barrier.wait()
-            ids.append(jobs.launch(_config(colours, epochs=1, seed=seed), workspace=ws))
+            ids.append(jobs.launch(tiny_train_config(colours, epochs=1, seed=seed), workspace=ws))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
