@@ -1198,15 +1198,40 @@ class _Trainer:
             "imagenet" if config.weights == "imagenet" else "random (--weights none)")
         self.stage_no = 0
         self.n_stages = 1
+        self._epoch_end = self.t_start  # ETA bookkeeping (see _eta)
+        self._stage_t0 = self.t_start
+        self._eta_stage = 0
+        self._eta_key: tuple | None = None
+        self._epoch_seconds: list[float] = []
 
     # -- status ------------------------------------------------------------------------
     def status(self, state: str, **fields: Any) -> None:
         runs.write_status(self.run_dir, state, alerts=self.alerts, **fields)
 
+    def _eta(self, record: dict, stage_epochs: int) -> float | None:
+        """Seconds left: this phase's epoch time x epochs left, each later model as long as this one.
+
+        ``None`` during the frozen warm-up of a two-phase run: its epochs (on features, or
+        with no backward pass through the backbone) say nothing about fine-tuning epochs.
+        """
+        now = time.perf_counter()
+        if self._eta_stage != self.stage_no:
+            self._eta_stage, self._stage_t0 = self.stage_no, self._epoch_end
+        key = (self.stage_no, record.get("phase"))
+        if key != self._eta_key:  # a phase's first epoch includes its set-up (compile, tracing)
+            self._eta_key, self._epoch_seconds = key, []
+        self._epoch_seconds.append(now - self._epoch_end)
+        self._epoch_end = now
+        if record.get("phase") == "frozen warm-up":
+            return None
+        steady = self._epoch_seconds[1:] or self._epoch_seconds
+        left = sum(steady) / len(steady) * max(stage_epochs - record["epoch"], 0)
+        later = self.n_stages - self.stage_no - 1
+        return left + later * (now - self._stage_t0 + left)
+
     def on_epoch(self, record: dict, *, stage_epochs: int) -> None:
         done_frac = (self.stage_no + record["epoch"] / stage_epochs) / self.n_stages
-        elapsed = time.perf_counter() - self.t_start
-        eta = elapsed / max(done_frac, 1e-9) * (1 - done_frac)
+        eta = self._eta(record, stage_epochs)
         msg = (f"{record['stage']} epoch {record['epoch']}/{stage_epochs}: loss {record['loss']:.4f}, "
                f"{self.config.monitor} {record[self.config.monitor]:.4f}"
                if _finite(record.get("loss")) and _finite(record.get(self.config.monitor)) else
@@ -1214,8 +1239,9 @@ class _Trainer:
         self.log(msg)
         self.status("running", epoch=record["epoch"], epochs=stage_epochs, stage=record["stage"],
                     stage_index=self.stage_no + 1, stages=self.n_stages, progress=round(done_frac, 4),
-                    eta_s=round(eta, 1), monitor=self.config.monitor, best_value=record.get("best_value"),
-                    best_epoch=record.get("best_epoch"), message=msg)
+                    eta_s=None if eta is None else round(eta, 1), monitor=self.config.monitor,
+                    best_value=record.get("best_value"), best_epoch=record.get("best_epoch"),
+                    message="frozen warm-up: ETA once fine-tuning starts" if eta is None else msg)
 
     # -- model building with the weights fallback ----------------------------------------
     def build(self, num_outputs: int, activation: str, name: str | None = None):

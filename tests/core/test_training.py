@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from core import models, runs, training
+from core import models, runs, training, training_charts
 from core.datasets import LabelSchema
 from core.workspace import home
 
@@ -402,6 +402,28 @@ def test_frozen_warm_up_falls_back_to_images_when_features_would_not_fit_in_ram(
     monkeypatch.setattr(training, "FEATURE_WARMUP_LIMIT_BYTES", 1_000_000)
     assert not trainer._features_fit(model, 1000)
     assert "the frozen warm-up runs on images" in said[-1] and "GiB" in said[-1]
+
+
+def test_eta_is_unknown_during_the_warm_up_then_extrapolates_fine_tuning_epochs(tmp_path, monkeypatch):
+    clock = iter([0.0,  # the trainer's start
+                  1.0, 1.5, 2.0,  # 3 warm-up epochs on features: fast, no ETA from them
+                  32.0, 52.0, 72.0])  # fine-tuning: 30 s (set-up included), then 20 s per epoch
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    trainer = training._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
+                                log=lambda msg: None)
+    etas, texts = [], []
+    for epoch, phase in [(1, "frozen warm-up"), (2, "frozen warm-up"), (3, "frozen warm-up"),
+                         (4, "fine-tuning"), (5, "fine-tuning"), (6, "fine-tuning")]:
+        trainer.on_epoch({"epoch": epoch, "stage": "model", "phase": phase}, stage_epochs=10)
+        status = runs.read_status(tmp_path)
+        etas.append(status["eta_s"])
+        texts.append(training_charts.progress(status, "running").text)
+    assert etas[:3] == [None, None, None]
+    assert texts[2] == "epoch 3/10 · frozen warm-up: ETA once fine-tuning starts"
+    assert texts[5] == "epoch 6/10 · ETA 1 min 20 s"
+    assert etas[3] == pytest.approx(30.0 * 6)  # one fine-tuning epoch seen: its time, set-up included
+    assert etas[4] == pytest.approx(20.0 * 5)  # then the steady epochs only
+    assert etas[5] == pytest.approx(20.0 * 4)
 
 
 def test_mirrored_strategy_path_trains_on_two_logical_devices(tmp_path, keras_home):
