@@ -13,7 +13,9 @@ Three measurements, each in fresh temporary workspaces, in this process:
    it is given the 1,042 decodable ones (the error is recorded in the output).
 2. ``flowers12`` (960 JPEG photos): the same throughput comparison on natural images.
 3. ``flowers12_flipped``: 5 % of the labels flipped at random (seeded); precision and
-   recall of ``label_issue`` (quick out-of-fold classifier on image features, no run).
+   recall of ``label_issue`` (quick out-of-fold classifier, no run) on image features
+   (``label_issue``) and on image + pretrained ImageNet features (``label_issue_imagenet``,
+   MobileNetV2-0.35 at 96 px from a temporary copy of ../shared/weights/keras).
 
 4. ``synthetic_memory``: peak heap (tracemalloc) of a full audit on 500 / 1,000 / 2,000 /
    4,000 generated images, against the bytes of their cached pixels: pixels stream, they
@@ -62,6 +64,16 @@ DATASETS = REPO.parent / "shared" / "datasets"
 #: Loupe's detectors comparable to cleanvision's default checks (no label checks).
 IMAGE_DETECTORS = ("corrupt", "uniform", "duplicate", "near_duplicate", "dark", "bright", "blurry", "odd_size")
 SHARED = {"uniform": "low_information", "duplicate": "exact_duplicates", "near_duplicate": "near_duplicates"}
+#: Throughput parts run label_issue (in the "full" audits) on image features only: no TensorFlow.
+IMAGE_ONLY = {"label_issue_features": "image"}
+WEIGHTS = REPO.parent / "shared" / "weights" / "keras"
+if WEIGHTS.exists() and "KERAS_HOME" not in os.environ:
+    # Keras reads KERAS_HOME at its import: a temporary copy of the shared ImageNet weights, for the
+    # label_issue variant on image + ImageNet features (the download fails offline)
+    _kh = Path(tempfile.mkdtemp(prefix="bench_audit_keras_"))
+    shutil.copytree(WEIGHTS, _kh, dirs_exist_ok=True)
+    os.environ["KERAS_HOME"] = str(_kh)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _images(root: Path) -> list[str]:
@@ -100,9 +112,9 @@ def run_loupe(spec: DatasetSpec, ws: Workspace, *, enabled=tuple(audit.DETECTORS
     with _Clock() as load:
         ds = load_dataset(spec, workspace=ws)
     with _Clock() as first:
-        res = audit.audit_dataset(ds, workspace=ws, config={"enabled": list(enabled)})
+        res = audit.audit_dataset(ds, workspace=ws, config={"enabled": list(enabled), **IMAGE_ONLY})
     with _Clock() as warm:
-        audit.audit_dataset(ds, workspace=ws, config={"enabled": list(enabled)})
+        audit.audit_dataset(ds, workspace=ws, config={"enabled": list(enabled), **IMAGE_ONLY})
     return {"ds": ds, "result": res, "load_s": load.wall, "audit_s": first.wall, "warm_s": warm.wall,
             "cold_s": load.wall + first.wall, "cold_cpu_s": load.cpu + first.cpu, "warm_cpu_s": warm.cpu}
 
@@ -144,6 +156,10 @@ def bench_demo(tmp: Path) -> dict:
         }
     fr = full["result"].issues
     truth = set(gt.loc[gt["problem"] == "flipped_label", "image"])
+    t = time.perf_counter()
+    net = audit.audit_dataset(full["ds"], workspace=Workspace(tmp / "ws_full"),
+                              config={"enabled": ["label_issue"], "label_issue_features": "image+imagenet"})
+    net_s = time.perf_counter() - t
     loupe_ips = n / lo["cold_s"]
     cv_ips = len(cv_issues) / cv_s
     return {
@@ -163,6 +179,8 @@ def bench_demo(tmp: Path) -> dict:
         "ratio_cpu_full_audit": round((n / full["cold_cpu_s"]) / (len(cv_issues) / cv_cpu), 2),
         "recall": recall,
         "label_issue": {"truth": len(truth), **_pr(truth, set(fr.loc[fr["issue"] == "label_issue", "path"]))},
+        "label_issue_imagenet": {"features": net.source, "truth": len(truth), **_pr(truth, set(net.issues["path"])),
+                                 "seconds": round(net_s, 3), "notes": list(net.notes)},
         "loupe_counts": full["result"].counts,
     }
 
@@ -220,18 +238,26 @@ def bench_flowers_flipped(tmp: Path, *, fraction: float = 0.05, seed: int = 0) -
     spec = DatasetSpec(str(root), labels=str(table), image_column="image", label_columns=("label",),
                        task="multiclass", split_column="split")
     ds = load_dataset(spec, workspace=ws)
-    t = time.perf_counter()
-    res = audit.audit_dataset(ds, workspace=ws, config={"enabled": ["label_issue"]})
-    seconds = time.perf_counter() - t
-    li = res.issues
     truth = {rel[i] for i in flip}
-    found = set(li["path"])
-    hits = li[li["path"].isin(truth)]
     true_of = dict(zip(rel, true))
-    right = float((hits["suggested_label"] == hits["path"].map(true_of)).mean()) if len(hits) else None
-    return {"dataset": "flowers12_flipped", "n_images": len(rel), "flipped": k, "seed": seed,
-            "label_issue": {"truth": k, **_pr(truth, found)},
-            "suggested_label_right": None if right is None else round(right, 3), "seconds": round(seconds, 3)}
+    out = {"dataset": "flowers12_flipped", "n_images": len(rel), "flipped": k, "seed": seed}
+    # image features (the default offline), then image + ImageNet MobileNetV2-0.35 features (96 px), the
+    # second run twice: cold (TensorFlow import, backbone forward pass) and with the features cached
+    for key, mode in (("label_issue", "image"), ("label_issue_imagenet", "image+imagenet")):
+        t = time.perf_counter()
+        res = audit.audit_dataset(ds, workspace=ws, config={"enabled": ["label_issue"], "label_issue_features": mode})
+        seconds = time.perf_counter() - t
+        li = res.issues
+        found = set(li["path"])
+        hits = li[li["path"].isin(truth)]
+        right = float((hits["suggested_label"] == hits["path"].map(true_of)).mean()) if len(hits) else None
+        out[key] = {"features": res.source, "truth": k, **_pr(truth, found),
+                    "suggested_label_right": None if right is None else round(right, 3), "seconds": round(seconds, 3),
+                    "notes": list(res.notes)}
+    t = time.perf_counter()
+    audit.audit_dataset(ds, workspace=ws, config={"enabled": ["label_issue"], "label_issue_features": "image+imagenet"})
+    out["label_issue_imagenet"]["seconds_features_cached"] = round(time.perf_counter() - t, 3)
+    return out
 
 
 def _synthetic_folder(root: Path, n: int, *, seed: int = 0) -> None:
@@ -263,7 +289,7 @@ def bench_memory(tmp: Path, sizes=(500, 1000, 2000, 4000)) -> dict:
     warm = tmp / "synthetic_warm"  # import every library the audit uses before measuring (imports allocate)
     _synthetic_folder(warm, 60)
     wws = Workspace(tmp / "ws_mem_warm")
-    audit.audit_dataset(load_dataset(DatasetSpec(str(warm)), workspace=wws), workspace=wws)
+    audit.audit_dataset(load_dataset(DatasetSpec(str(warm)), workspace=wws), workspace=wws, config=IMAGE_ONLY)
     for n in sizes:
         root = tmp / f"synthetic_{n}"
         _synthetic_folder(root, n)
@@ -272,7 +298,7 @@ def bench_memory(tmp: Path, sizes=(500, 1000, 2000, 4000)) -> dict:
         gc.collect()
         tracemalloc.start()
         t = time.perf_counter()
-        audit.audit_dataset(ds, workspace=ws)  # every detector, label_issue included
+        audit.audit_dataset(ds, workspace=ws, config=IMAGE_ONLY)  # every detector, label_issue included
         seconds = time.perf_counter() - t
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()

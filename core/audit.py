@@ -26,8 +26,10 @@ Every detector reads the resized images of the workspace's image cache
 chunks from a memory map, so memory stays flat as the dataset grows; exact duplicates
 also hash the file bytes (streamed). ``label_issue`` uses confident learning
 (:func:`cleanlab.filter.find_label_issues`) on out-of-sample predicted probabilities only:
-cross-validated (``cross_val_predict``) logistic regression on cheap image features, or
-a trained run's validation / test predictions when ``run_dir`` is given.
+cross-validated (``cross_val_predict``) logistic regression on cheap image features (plus
+a pretrained ImageNet backbone's features when its weights are at hand, see
+:data:`LABEL_FEATURES`), or a trained run's validation / test predictions when ``run_dir``
+is given.
 
 The latest audit of each dataset is saved under ``<workspace>/cache/audit/<dataset_id>/``
 (:func:`save_audit`, :func:`load_audit`), together with the config that produced it.
@@ -76,6 +78,14 @@ ISSUE_COLUMNS = ("sample_id", "path", "issue", "score", "suggested_action", "sug
 #: Side of the cached images the detectors read (the loader's preview size: no new decoding).
 AUDIT_SIZE = 96
 
+#: What the quick label classifier may see -> one line for a UI. ``auto``: ``image+imagenet`` when the
+#: backbone's weights are already cached, else ``image`` (with a note saying how to get the better one).
+LABEL_FEATURES: dict[str, str] = {
+    "auto": "image features, plus pretrained ImageNet features when their weights are already cached",
+    "image+imagenet": "image features plus pretrained ImageNet features (Keras downloads the weights if needed)",
+    "image": "cheap image features only (gradients, layout, colours): fastest, no TensorFlow",
+}
+
 _CHUNK = 256  # images per streamed chunk
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -102,6 +112,10 @@ class AuditConfig:
     ``label_issue_folds``: cross-validation folds of the quick classifier.
     ``label_issue_filter``: cleanlab ``filter_by`` method.
     ``label_issue_max_fraction``: at most this fraction of the samples is flagged (the most suspect).
+    ``label_issue_features``: what the quick classifier sees (see :data:`LABEL_FEATURES`): ``"auto"``
+    (default) adds a pretrained ImageNet backbone's features when its weights are already in
+    Keras' cache (never a download during an audit), ``"image+imagenet"`` adds them and lets
+    Keras download the weights if needed, ``"image"`` uses the cheap image features only.
     ``seed``: of the cross-validation split.
     """
 
@@ -119,6 +133,7 @@ class AuditConfig:
     label_issue_folds: int = 5
     label_issue_filter: str = "both"
     label_issue_max_fraction: float = 0.2
+    label_issue_features: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -151,6 +166,9 @@ class AuditConfig:
         if self.label_issue_filter not in filters:
             raise ValueError(f"label_issue_filter must be one of {filters}; "
                              f"received label_issue_filter={self.label_issue_filter!r}")
+        if self.label_issue_features not in LABEL_FEATURES:
+            raise ValueError(f"label_issue_features must be one of {list(LABEL_FEATURES)}; "
+                             f"received label_issue_features={self.label_issue_features!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -189,7 +207,8 @@ class AuditResult:
     number of flags (every detector name present, 0 when nothing was found or it did not
     run). ``seconds``: wall time; ``timings``: seconds per detector stage. ``n_samples``:
     samples audited. ``source``: where the ``label_issue`` probabilities came from
-    (``"features"`` or a run id). ``notes``: detectors skipped and why.
+    (``"features"``: the quick classifier on image features, ``"features+imagenet"``: on
+    image and pretrained ImageNet features, or a run id). ``notes``: detectors skipped and why.
     """
 
     issues: pd.DataFrame
@@ -742,22 +761,60 @@ def _label_features(stats: _Stats, widths: np.ndarray, heights: np.ndarray) -> n
 
 #: Width the quick label classifier's features are reduced to (principal components).
 _LABEL_DIMS = 256
+#: Image + ImageNet features are used whole up to this many values (rows x columns), reduced above.
+_LABEL_REDUCE_ELEMENTS = 20_000_000
 
 
-def _oof_probs(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
+def _imagenet_features(ds: Any, workspace: Workspace, samples: pd.DataFrame, mode: str, notes: list[str],
+                       progress: Callable[[int, int], None] | None = None) -> np.ndarray | None:
+    """A pretrained ImageNet backbone's pooled features (N, D) aligned to ``samples`` (NaN rows: none), or None.
+
+    The backbone and its per-dataset cache are the Embeddings page's
+    (:func:`core.embeddings.backbone_embeddings`), so the two share the work. ``mode`` is
+    :attr:`AuditConfig.label_issue_features`; when the features cannot be had a note says
+    why and the classifier uses the image features alone.
+    """
+    from core import embeddings, models
+
+    if mode == "image":
+        return None
+    bb = embeddings.BACKBONE
+    if mode == "auto" and not models.weights_cached(bb["backbone"], alpha=bb["alpha"], image_size=bb["image_size"]):
+        notes.append(f"label_issue: image features only. Pretrained ImageNet features (far more precise on photos) "
+                     f"need the {bb['backbone']} weights in Keras' cache ({models.keras_cache_dir()}): choose "
+                     "'image + ImageNet features' (label_issue_features=image+imagenet) to let Keras download them.")
+        return None
+    try:
+        emb = embeddings.backbone_embeddings(workspace, ds.dataset_id, progress=progress)
+    except models.WeightsUnavailable as exc:
+        notes.append(f"label_issue: image features only: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - optional features must not sink the whole audit
+        notes.append(f"label_issue: image features only: the ImageNet features failed ({type(exc).__name__}: {exc})")
+        return None
+    pos = {sid: i for i, sid in enumerate(emb.sample_ids.tolist())}
+    out = np.full((len(samples), emb.vectors.shape[1]), np.nan, np.float32)
+    rows = [(r, pos[sid]) for r, sid in enumerate(samples["sample_id"].astype(str).tolist()) if sid in pos]
+    if rows:
+        r, k = np.array(rows).T
+        out[r] = emb.vectors[k]
+    return out
+
+
+def _oof_probs(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int, reduce: bool = True) -> np.ndarray:
     """Out-of-fold class probabilities (N, K) of a standardized logistic regression.
 
-    Features wider than :data:`_LABEL_DIMS` are first standardized and projected on their
-    top principal components (unsupervised, so fitted on all rows without leaking labels):
-    the regression's working copies then take a quarter of the memory and time. ``X`` may
-    be overwritten (the caller builds it for this call).
+    With ``reduce``, features wider than :data:`_LABEL_DIMS` are first standardized and
+    projected on their top principal components (unsupervised, so fitted on all rows
+    without leaking labels): the regression's working copies then take a quarter of the
+    memory and time. ``X`` may be overwritten (the caller builds it for this call).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if X.shape[1] > _LABEL_DIMS and len(X) > _LABEL_DIMS:
+    if reduce and X.shape[1] > _LABEL_DIMS and len(X) > _LABEL_DIMS:
         from sklearn.decomposition import PCA
 
         X = StandardScaler(copy=False).fit_transform(np.asarray(X, dtype=np.float32))  # in place: X is ours
@@ -814,8 +871,13 @@ def _run_probabilities(run_dir: str | os.PathLike, samples: pd.DataFrame, label_
 
 def _label_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None, ok: np.ndarray, skip: np.ndarray,
                   cfg: AuditConfig, run_dir: Any, labels_shown: list[str], rels: list[str],
-                  notes: list[str]) -> tuple[list[dict[str, Any]], str, dict[int, np.ndarray], list[str]]:
-    """label_issue rows, the source, per-row probabilities (for other detectors) and the class list."""
+                  notes: list[str], imagenet: np.ndarray | None = None
+                  ) -> tuple[list[dict[str, Any]], str, dict[int, np.ndarray], list[str]]:
+    """label_issue rows, the source, per-row probabilities (for other detectors) and the class list.
+
+    ``imagenet``: pretrained features (N, D) aligned to ``samples`` (see :func:`_imagenet_features`),
+    appended to the image features of the quick classifier.
+    """
     if schema.task == "multilabel":
         notes.append("label_issue: not run for multi-label datasets (single-label only).")
         return [], "features", {}, []
@@ -845,10 +907,18 @@ def _label_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None, ok: 
             return [], source, {}, usable
         classes = usable
         cidx = {c: k for k, c in enumerate(classes)}
-        rows_idx = np.flatnonzero(ok & ~skip & np.isin(given, classes))
+        keep = ok & ~skip & np.isin(given, classes)
+        if imagenet is not None:
+            keep &= ~np.isnan(imagenet).any(axis=1)
+        rows_idx = np.flatnonzero(keep)
         y = np.array([cidx[given[i]] for i in rows_idx], dtype=np.int64)
         X = _label_features(stats, samples["width"].to_numpy(), samples["height"].to_numpy())[rows_idx]
-        probs = _oof_probs(X, y, folds=cfg.label_issue_folds, seed=cfg.seed)
+        reduce = True
+        if imagenet is not None:
+            source = "features+imagenet"
+            X = np.concatenate([X, imagenet[rows_idx]], axis=1)
+            reduce = X.size > _LABEL_REDUCE_ELEMENTS  # pretrained features lose precision when compressed
+        probs = _oof_probs(X, y, folds=cfg.label_issue_folds, seed=cfg.seed, reduce=reduce)
     found = _confident_learning(y, probs, cfg)
     out = []
     for r in found:
@@ -1104,8 +1174,13 @@ def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress
     if "label_issue" in on and n:
         t = time.perf_counter()
         tick("label issues", 0.7)
+        imagenet = None
+        if run_dir is None and schema.task != "multilabel":
+            imagenet = _imagenet_features(ds, workspace, samples, cfg.label_issue_features, notes,
+                                          progress=lambda d, tot: tick("label issues: ImageNet features",
+                                                                       0.7 + 0.2 * d / max(tot, 1)))
         li, source, _probs, _classes = _label_issues(samples, schema, stats, ok, uniform, cfg, run_dir,
-                                                     labels_shown, rels, notes)
+                                                     labels_shown, rels, notes, imagenet)
         rows += li
         timed("label_issue", t)
     if "hierarchy_conflict" in on:

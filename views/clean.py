@@ -22,6 +22,15 @@ PAGE_SIZES = (12, 24, 48, 96)
 ALL = "(all)"
 STATUSES = ("pending", "decided", "all")
 ACTION_ICONS = {"keep": "✔ kept", "exclude": "✖ excluded", "relabel": "✎ relabelled"}
+#: The quick classifier's feature choices (core.audit.LABEL_FEATURES) as the "Label issues from" options.
+QUICK_SOURCES = {
+    "auto": "(quick classifier: image + ImageNet features when cached)",
+    "image+imagenet": "(quick classifier: image + ImageNet features, download if needed)",
+    "image": "(quick classifier: image features only, fastest)",
+}
+#: AuditResult.source -> words for the summary caption (a run id otherwise).
+SOURCE_WORDS = {"features": "the quick classifier on image features",
+                "features+imagenet": "the quick classifier on image + pretrained ImageNet features"}
 
 ws = state.workspace()
 st.title("Clean")
@@ -151,15 +160,19 @@ def audit_panel(result) -> None:
                                                              step=float(step), help=help_, key=f"audit_{name}",
                                                              format="%.4g"))
             runs_ = _runs_of_dataset()
-            source = st.selectbox("Label issues from", ["(quick classifier on image features)", *runs_],
-                                  key="audit_source",
-                                  help="A trained run's validation/test predictions (out-of-sample) sharpen the "
-                                       "label-issue detector; without one, a cross-validated classifier on cheap "
-                                       "image features is used.")
+            quick = {QUICK_SOURCES[k]: k for k in audit.LABEL_FEATURES}
+            first = QUICK_SOURCES.get(cur.label_issue_features, next(iter(quick)))
+            source = st.selectbox(
+                "Label issues from", [first, *(q for q in quick if q != first), *runs_], key="audit_source",
+                help="A trained run's validation/test predictions (out-of-sample) sharpen the label-issue "
+                     "detector. Without one, a cross-validated classifier on cheap image features runs, "
+                     "plus a pretrained ImageNet backbone's features (MobileNetV2, the Embeddings page's) when "
+                     "its weights are at hand: on photos they flag far fewer correct labels.")
             submitted = st.form_submit_button("Run audit", type="primary", key="audit_run")
     if submitted:
         try:
-            cfg = audit.AuditConfig.from_dict({**cur.to_dict(), **values, "enabled": enabled})
+            cfg = audit.AuditConfig.from_dict({**cur.to_dict(), **values, "enabled": enabled,
+                                               "label_issue_features": quick.get(source, cur.label_issue_features)})
         except ValueError as exc:
             st.error(f"Invalid thresholds: {exc}")
             return
@@ -196,8 +209,9 @@ def summary(result, issues: pd.DataFrame, active: pd.DataFrame) -> None:
     c[4].metric("Relabelled", f"{sum(a == 'relabel' for a in decided.values()):,}")
     c[5].metric("Decision version", f"{review.decision_version(ws, ds.dataset_id):,}")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.created_at)) if result.created_at else "?"
+    source = SOURCE_WORDS.get(result.source, f"run {result.source}")
     st.caption(f"Audit of {result.n_samples:,} samples in {result.seconds:.1f} s ({when}); label issues from "
-               f"{esc(result.source)}. Training and evaluation use the effective labels (raw labels + decisions) "
+               f"{esc(source)}. Training and evaluation use the effective labels (raw labels + decisions) "
                "by default; `python -m core train --raw-labels` opts out.")
     for note in result.notes:
         st.caption(esc(note))

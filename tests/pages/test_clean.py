@@ -153,3 +153,24 @@ def test_relabel_suggested_picker_bulk_and_details(ws):
     assert any(s.value.startswith("Sample ") for s in at.subheader)
     assert any("Same group" in md.value for md in at.markdown)
     assert at.session_state["clean_focus"] in set(issues["sample_id"])
+
+
+def test_label_issue_source_choice_is_saved_with_the_audit(ws):
+    """"Label issues from" offers the quick classifier's feature sets (and finished runs); the choice is the
+    saved audit's ``label_issue_features`` and the summary says which features the flags came from."""
+    at = _page(ws)
+    for name in audit.DETECTORS:
+        if name != "label_issue":
+            at.checkbox(key=f"audit_on_{name}").uncheck()
+    box = at.selectbox(key="audit_source")
+    assert box.value == "(quick classifier: image + ImageNet features when cached)"  # the default: auto
+    assert "(quick classifier: image features only, fastest)" in box.options
+    box.set_value("(quick classifier: image features only, fastest)")
+    at.button(key="audit_run").click().run(timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    result = audit.load_audit(ws, ws.list_datasets()[0]["dataset_id"])
+    assert result.config.label_issue_features == "image" and result.source == "features"
+    assert result.counts["label_issue"] > 0
+    assert any("label issues from the quick classifier on image features" in c.value for c in at.caption)
+    # the next form starts from the saved choice
+    assert at.selectbox(key="audit_source").value == "(quick classifier: image features only, fastest)"
