@@ -209,9 +209,9 @@ def summary(result, issues: pd.DataFrame, active: pd.DataFrame) -> None:
     c[4].metric("Relabelled", f"{sum(a == 'relabel' for a in decided.values()):,}")
     c[5].metric("Decision version", f"{review.decision_version(ws, ds.dataset_id):,}")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.created_at)) if result.created_at else "?"
-    source = SOURCE_WORDS.get(result.source, f"run {result.source}")
-    st.caption(f"Audit of {result.n_samples:,} samples in {result.seconds:.1f} s ({when}); label issues from "
-               f"{esc(source)}. Training and evaluation use the effective labels (raw labels + decisions) "
+    source = (f"; label issues from {SOURCE_WORDS.get(result.source, f'run {result.source}')}"
+              if "label_issue" in result.config.enabled else "")
+    st.caption(f"Audit of {result.n_samples:,} samples in {result.seconds:.1f} s ({when}){esc(source)}. Training and evaluation use the effective labels (raw labels + decisions) "
                "by default; `python -m core train --raw-labels` opts out.")
     for note in result.notes:
         st.caption(esc(note))
