@@ -6,10 +6,12 @@
    timed per epoch over the training part only (epoch start -> validation start), first
    epoch (tracing) excluded. Target: ratio >= 0.95.
 2. **flowers12, MobileNetV2-0.35 ImageNet at 128 px** (shared weights, offline): the default
-   transfer recipe (``core.training.RECIPES["transfer"]``: a frozen-backbone warm-up whose
-   head trains on backbone features computed once, then the top layers fine-tuned on
-   augmented images), and the same recipe with the backbone frozen throughout: test
-   accuracy, macro F1 and wall time, for seeds 0, 1, 2 (``--train-seed``), with the mean.
+   transfer recipe (``core.training.RECIPES["transfer"]``: the warm-up fits the head as a
+   linear probe on backbone features computed once, written exactly into the model, then
+   the top layers are fine-tuned on augmented images at a low constant learning rate and the
+   final model averages the weights of the later fine-tuning epochs), and the same recipe
+   with the backbone frozen throughout (the probe alone, in the worker): test accuracy,
+   macro F1 and wall time, for seeds 0, 1, 2 (``--train-seed``), with the mean.
 3. **Linear probe baseline**: scikit-learn logistic regression on the frozen backbone's
    pooled features (C chosen on the same val rows), test accuracy. The recipe must beat it.
 
@@ -141,12 +143,13 @@ def bench_transfer(epochs: int | None, seeds: int) -> dict:
     recipe = recommended_config("mobilenet_v2", **({"epochs": epochs} if epochs else {}))
     out = {"recipe": {k: getattr(recipe, k) for k in ("epochs", "warmup_epochs", "fine_tune_layers",
                                                       "fine_tune_lr_factor", "lr", "dropout", "embedding_dim",
-                                                      "patience", "batch_size", "feature_warmup")}}
+                                                      "patience", "reduce_lr_patience", "batch_size",
+                                                      "feature_warmup", "probe_head", "average_weights")}}
     out["recipe"].update(augmentation=True, feature_norm=True, image_size=size, batch_size=32)
     variants = {"default_recipe": [], "frozen_only": []}
     for seed in range(seeds):
-        log(f"transfer, seed {seed}: default recipe ({recipe.warmup_epochs} frozen epochs on features computed "
-            f"once, then the top {recipe.fine_tune_layers} layers fine-tuned, {recipe.epochs} epochs)")
+        log(f"transfer, seed {seed}: default recipe (linear-probe head on features computed once, then the top "
+            f"{recipe.fine_tune_layers} layers fine-tuned, {recipe.epochs} epochs, weights averaged)")
         res, wall = cli_train([*common, "--train-seed", seed], TMP / f"run_default_{seed}")
         variants["default_recipe"].append({
             "seed": seed, "test_accuracy": res["test"]["accuracy"], "test_macro_f1": res["test"]["macro_f1"],

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 BACKBONES = ("cnn", "mobilenet_v2", "resnet50v2", "efficientnet_b0")
 ACTIVATIONS = ("softmax", "sigmoid")
 POOLINGS = ("flatten", "avg", "max")
@@ -380,6 +382,76 @@ def split_at_backbone(model):
         h = layer(h)
     head = keras.Model(f_in, h, name=f"{model.name}_head")
     return features, head
+
+
+def set_linear_head(model, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Write a linear classifier on standardized pooled features into ``model``'s head, exactly.
+
+    The classifier's logits are ``coef @ ((f - mean) / scale) + intercept`` for pooled
+    backbone features ``f`` (e.g. a scikit-learn logistic regression fitted on
+    standardized features: a linear probe). ``features_norm`` (when present) takes the
+    standardization (its moving mean / variance, so ``scale`` should be
+    ``sqrt(var + epsilon)``; without it the standardization is folded into the
+    embedding), the ReLU ``embedding`` carries the K logits as K units ``z`` and K units
+    ``-z``, and the head adds them back (``relu(z) - relu(-z) = z``); other units start at
+    zero. The model then predicts exactly what the classifier predicts, and fine-tuning
+    starts from there (linear probe, then fine-tuning).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A softmax model from :func:`build_model` with ``embedding_dim >= 2 * K``.
+    coef : ndarray of shape (K, D)
+    intercept : ndarray of shape (K,)
+    mean, scale : ndarray of shape (D,)
+
+    Raises
+    ------
+    ValueError
+        Shapes do not match the model, the head is not softmax, or the embedding is
+        narrower than twice the classes.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    intercept = np.asarray(intercept, dtype=np.float64).reshape(-1)
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+    emb, head = model.get_layer(EMBEDDING_LAYER), model.get_layer(HEAD_LAYER)
+    k_classes, dim = coef.shape if coef.ndim == 2 else (0, 0)
+    width = int(emb.units)
+    if head.units != k_classes or intercept.shape != (k_classes,):
+        raise ValueError(f"coef must have shape ({head.units}, D) and intercept ({head.units},) for this model's "
+                         f"{head.units} outputs; received coef {coef.shape}, intercept {intercept.shape}")
+    if getattr(head.activation, "__name__", "") != "softmax":
+        raise ValueError("set_linear_head needs a softmax head (one label per image); this model's head is "
+                         f"{getattr(head.activation, '__name__', head.activation)!r}")
+    if width < 2 * k_classes:
+        raise ValueError(f"the embedding ({width} units) must be at least twice as wide as the {k_classes} classes "
+                         "to carry a linear classifier")
+    kernel_in = int(emb.kernel.shape[0])
+    if dim != kernel_in or mean.shape != (dim,) or scale.shape != (dim,):
+        raise ValueError(f"coef, mean and scale must span the model's {kernel_in} pooled features; received "
+                         f"coef {coef.shape}, mean {mean.shape}, scale {scale.shape}")
+    if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept)) and np.all(scale > 0)):
+        raise ValueError("coef and intercept must be finite and scale > 0")
+    try:
+        norm = model.get_layer("features_norm")
+    except ValueError:
+        norm = None
+    w, b = coef.T, intercept  # (D, K): logits = x_std @ w + b
+    if norm is not None:
+        eps = float(norm.epsilon)
+        norm.set_weights([np.ones(dim, np.float32), np.zeros(dim, np.float32), mean.astype(np.float32),
+                          np.maximum(scale ** 2 - eps, 0.0).astype(np.float32)])
+    else:  # fold the standardization into the embedding: (f - mean) / scale @ w = f @ (w / scale) - mean / scale @ w
+        w, b = w / scale[:, None], b - (mean / scale) @ w
+    kernel = np.zeros((dim, width), np.float32)
+    bias = np.zeros(width, np.float32)
+    kernel[:, :k_classes], kernel[:, k_classes:2 * k_classes] = w, -w
+    bias[:k_classes], bias[k_classes:2 * k_classes] = b, -b
+    out = np.zeros((width, k_classes), np.float32)
+    out[:k_classes], out[k_classes:2 * k_classes] = np.eye(k_classes), -np.eye(k_classes)
+    emb.set_weights([kernel, bias])
+    head.set_weights([out, np.zeros(k_classes, np.float32)])
 
 
 def unfreeze_top(model, n_layers: int) -> int:

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,13 @@ class TrainConfig:
     at ``lr * fine_tune_lr_factor``), ``feature_warmup`` (ImageNet backbones: the
     frozen-backbone epochs train the head on backbone features computed once, without
     augmentation, instead of a backbone forward pass per image per epoch; ``False``:
-    frozen epochs see augmented images), ``log_every`` (live loss line every N batches).
+    frozen epochs see augmented images), ``probe_head`` (ImageNet backbones, one label per
+    image: the warm-up fits the head as a linear probe -- a logistic regression on the
+    standardized frozen features, its C picked on the validation split by ``monitor`` --
+    written exactly into the model, see :func:`core.models.set_linear_head`; the warm-up is
+    then one epoch), ``average_weights`` (fine-tuning: the final model averages the weights
+    of the fine-tuning epochs after the first third, a stochastic weight average; it
+    replaces the best checkpoint at the end), ``log_every`` (live loss line every N batches).
     """
 
     dataset: dict | None = None
@@ -129,6 +136,8 @@ class TrainConfig:
     warmup_epochs: int = 0
     fine_tune_lr_factor: float = 0.1
     feature_warmup: bool = True
+    probe_head: bool = False
+    average_weights: bool = False
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -165,6 +174,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or not lo < float(v) <= hi:
                 raise ValueError(f"{name} must be a number in ({lo}, {hi}]; received {name}={v!r}")
+        for name in ("feature_warmup", "probe_head", "average_weights"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false; received {name}={getattr(self, name)!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1); received dropout={self.dropout!r}")
         if self.fine_tune_layers and self.model == "cnn":
@@ -197,15 +209,53 @@ class TrainConfig:
 
 #: The frozen warm-up trains on backbone features held in RAM up to this size, else on images.
 FEATURE_WARMUP_LIMIT_BYTES = 2 * 2**30
+#: Inverse L2 strengths tried for a linear-probe head (``probe_head``), picked on the validation split.
+PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _weight_average(first: int):
+    """A Keras callback summing the model's weights at the end of every epoch >= ``first`` (0-based)."""
+    import keras
+
+    class WeightAverage(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sums: list[np.ndarray] | None = None
+            self.dtypes: list = []
+            self.epochs: list[int] = []
+
+        @property
+        def count(self) -> int:
+            return len(self.epochs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch < first:
+                return
+            w = self.model.get_weights()
+            if self.sums is None:
+                self.sums, self.dtypes = [np.array(x, dtype=np.float64) for x in w], [x.dtype for x in w]
+            else:
+                for acc, x in zip(self.sums, w):
+                    acc += x
+            self.epochs.append(epoch + 1)
+
+        def weights(self) -> list[np.ndarray]:
+            return [(acc / self.count).astype(dt) for acc, dt in zip(self.sums, self.dtypes)]
+
+    return WeightAverage()
 
 #: Recommended settings per model family: what the Train page and the CLI start from.
-#: Transfer: 10 warm-up epochs on a frozen backbone, then the top 40 layers fine-tuned at lr/10,
-#: a wider, more regularised head (measured on flowers12 in bench/bench_training.py).
+#: Transfer (measured on flowers12 in bench/bench_training.py): a linear probe on the frozen
+#: backbone's features written into the head (one warm-up epoch), then the top 40 layers
+#: fine-tuned at lr * 0.03 for 12 epochs at a constant learning rate, no dropout, the final
+#: model the average of the fine-tuning epochs' weights after the first third.
 RECIPES: dict[str, dict[str, Any]] = {
     "cnn": {"image_size": 64, "epochs": 10, "dropout": 0.2, "embedding_dim": 64, "patience": 5,
-            "warmup_epochs": 0, "fine_tune_layers": 0},
-    "transfer": {"image_size": 128, "epochs": 30, "dropout": 0.5, "embedding_dim": 128, "patience": 8,
-                 "warmup_epochs": 10, "fine_tune_layers": 40},
+            "reduce_lr_patience": 2, "warmup_epochs": 0, "fine_tune_layers": 0, "fine_tune_lr_factor": 0.1,
+            "probe_head": False, "average_weights": False},
+    "transfer": {"image_size": 128, "epochs": 13, "dropout": 0.0, "embedding_dim": 128, "patience": 0,
+                 "reduce_lr_patience": 0, "warmup_epochs": 1, "fine_tune_layers": 40, "fine_tune_lr_factor": 0.03,
+                 "probe_head": True, "average_weights": True},
 }
 
 
@@ -1311,7 +1361,16 @@ class _Trainer:
                 ctx = recorder.ctx
             if i == 0 and pretrained and cfg.feature_warmup and self._features_fit(model, len(train_idx) + len(val_idx)):
                 # the backbone is frozen in this phase: its features never change, so compute them
-                # once and fit the head on them (a linear-probe-like warm-up, then fine-tuning)
+                # once and fit the head on them: as a linear probe (exact, one fit) or by epochs of Adam
+                why_not = self._probe_unsupported(model, activation, len(names)) if cfg.probe_head else "off"
+                if why_not is None:
+                    self._fit_probe_head(model, recorder, ctx, images=images, train_idx=train_idx, val_idx=val_idx,
+                                         y=y, start=start, metric_task=metric_task, strategy=strategy,
+                                         class_weight=class_weight)
+                    continue
+                if cfg.probe_head:
+                    self.log(f"{stage}: note: the head trains by epochs on the features instead of a linear "
+                             f"probe ({why_not})")
                 self._fit_head_on_features(model, recorder, ctx, images=images, train_idx=train_idx,
                                            val_idx=val_idx, y=y, start=start, end=end, metric_task=metric_task,
                                            strategy=strategy, callbacks=callbacks(), class_weight=class_weight)
@@ -1325,13 +1384,140 @@ class _Trainer:
                 self.log(f"{stage}: fine-tuning the top {cfg.fine_tune_layers} backbone layers ({n} with weights) "
                          f"at lr {cfg.lr * cfg.fine_tune_lr_factor:g}")
                 self.stop.model = model
-            model.fit(train_ds, epochs=end, initial_epoch=start, callbacks=callbacks(), verbose=0, shuffle=False,
+            cbs = callbacks()
+            average = None
+            if i == 1 and cfg.average_weights:
+                average = _weight_average(first=start + (end - start) // 3)
+                cbs.append(average)
+            model.fit(train_ds, epochs=end, initial_epoch=start, callbacks=cbs, verbose=0, shuffle=False,
                       class_weight=class_weight)
+            if average is not None:
+                self._use_average(model, recorder, average, checkpoint=checkpoint)
         self.train_seconds += recorder.train_seconds
         self.images_seen += recorder.images_seen
         if recorder.best_weights is not None:
             model.set_weights(recorder.best_weights)
         return model, recorder
+
+    @staticmethod
+    def _probe_unsupported(model, activation: str, k: int) -> str | None:
+        """Why a linear-probe head cannot be written into ``model`` (None: it can)."""
+        from core import models
+
+        if activation != "softmax":
+            return "multi-label heads are independent sigmoids"
+        width = int(model.get_layer(models.EMBEDDING_LAYER).units)
+        if width < 2 * k:
+            return f"the embedding ({width} units) is narrower than twice the {k} classes"
+        return None
+
+    def _fit_probe_head(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, metric_task: str,
+                        strategy, class_weight) -> None:
+        """The frozen warm-up as a linear probe: logistic regression on standardized backbone features.
+
+        C is picked from :data:`PROBE_CS` on the validation split by the run's monitor; the
+        winner is written exactly into the model's head (:func:`core.models.set_linear_head`)
+        and recorded as one warm-up epoch (metrics, checkpoint of the whole model).
+        """
+        import tensorflow as tf
+        from sklearn.linear_model import LogisticRegression
+
+        from core import models
+
+        cfg = self.config
+        k = len(ctx.names)
+        self.status("running", message="computing the frozen backbone's features for a linear-probe head",
+                    stage=ctx.stage)
+        self.log(f"{ctx.stage}: frozen warm-up = a linear probe on backbone features computed once "
+                 f"({len(train_idx)} train + {len(val_idx)} val images)")
+        with strategy.scope():
+            features, head = models.split_at_backbone(model)
+            _compile(head, task=metric_task, lr=cfg.lr)
+        t0 = time.perf_counter()
+        batch = max(cfg.batch_size, 64)
+        f_train = features.predict(make_dataset(images, train_idx, None, batch_size=batch), verbose=0)
+        if self.stop.requested:
+            return
+        f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
+        y_train = np.asarray(y)[train_idx].astype(np.int64)
+        try:
+            eps = float(model.get_layer("features_norm").epsilon)
+        except ValueError:
+            eps = 0.0
+        mean = f_train.mean(axis=0, dtype=np.float64)
+        scale = np.sqrt(f_train.var(axis=0, dtype=np.float64) + max(eps, 1e-6))
+        x_train, x_val = (f_train - mean) / scale, (f_val - mean) / scale
+        key = cfg.monitor[len("val_"):]
+        best = None
+        for c in PROBE_CS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny sets
+                clf = LogisticRegression(C=c, max_iter=1000, class_weight=class_weight).fit(x_train, y_train)
+            coef = np.zeros((k, x_train.shape[1]))
+            intercept = np.full(k, -30.0)  # classes absent from the training split: never predicted
+            present = clf.classes_.astype(np.int64)
+            if len(present) == 2 and clf.coef_.shape[0] == 1:  # binary: logits (0, z) give sigmoid(z)
+                coef[present[1]], intercept[present] = clf.coef_[0], (0.0, clf.intercept_[0])
+            else:
+                coef[present], intercept[present] = clf.coef_, clf.intercept_
+            logits = x_val @ coef.T + intercept
+            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            value = evaluate_predictions(metric_task, ctx.val_y, probs)[key]
+            if best is None or (value < best[0] if key == "loss" else value > best[0]):
+                best = (value, c, coef, intercept)
+        _value, c, coef, intercept = best
+        models.set_linear_head(model, coef, intercept, mean, scale)
+        self.log(f"{ctx.stage}: linear probe C={c:g} picked on val ({cfg.monitor} {_value:.4f})")
+        fit_s = time.perf_counter() - t0
+        train_probs = head.predict(f_train, verbose=0, batch_size=1024)
+        train_eval = evaluate_predictions(metric_task, y_train, train_probs)
+        image_ctx = recorder.ctx
+        recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
+                                           source="backbone features",
+                                           save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
+        seen, secs = recorder.images_seen, recorder.train_seconds
+        try:
+            recorder.set_model(head)
+            recorder.on_epoch_begin(start)
+            recorder._t0 -= fit_s  # the epoch's time is the feature pass and the probe's fits
+            recorder.on_epoch_end(start, {"loss": train_eval["loss"], "accuracy": train_eval["accuracy"]})
+        finally:
+            recorder.ctx = image_ctx
+            recorder.set_model(model)
+        recorder.images_seen = seen + len(train_idx) + len(val_idx)
+        recorder.train_seconds = secs + fit_s
+        if recorder.best_weights is not None:
+            head.set_weights(recorder.best_weights)
+            recorder.best_weights = model.get_weights()
+
+    def _use_average(self, model, recorder, average, *, checkpoint: Path) -> None:
+        """After fine-tuning: the model becomes the average of the averaged epochs' weights (evaluated
+        on val, recorded, checkpointed) unless the run was stopped or fewer than 2 epochs were averaged."""
+        from core import models
+
+        ctx = recorder.ctx
+        if self.stop.requested or average.count < 2:
+            if average.count < 2 and not self.stop.requested:
+                self.log(f"{ctx.stage}: weight averaging skipped ({average.count} fine-tuning epoch to average)")
+            return
+        weights = average.weights()
+        if not all(np.all(np.isfinite(w)) for w in weights if np.issubdtype(w.dtype, np.floating)):
+            self.log(f"{ctx.stage}: weight averaging skipped (non-finite weights)")
+            return
+        model.set_weights(weights)
+        probs = model.predict(ctx.val_ds, verbose=0)
+        val = evaluate_predictions(ctx.metric_task, ctx.val_y, probs)
+        first, last = average.epochs[0], average.epochs[-1]
+        record = {"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
+                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                  "time": time.time()}
+        recorder.append(record)
+        models.save_model(model, checkpoint)
+        recorder.best_weights = model.get_weights()
+        recorder.best_value, recorder.best_epoch = float(val[ctx.monitor[len("val_"):]]), last
+        self.log(f"{ctx.stage}: final model = average of the weights of epochs {first}-{last} "
+                 f"({ctx.monitor} {recorder.best_value:.4f})")
 
     def _features_fit(self, model, n: int) -> bool:
         """Whether ``n`` images' backbone features fit in :data:`FEATURE_WARMUP_LIMIT_BYTES` of RAM."""

@@ -52,7 +52,8 @@ def _recipe(model: str, weights: str) -> dict:
         "train_augment": bool(cfg.augmentation if cfg.augmentation is not None else model != "cnn"),
         "train_fine_tune": int(cfg.fine_tune_layers), "train_warmup": int(cfg.warmup_epochs),
         "train_dropout": float(cfg.dropout), "train_embedding": int(cfg.embedding_dim),
-        "train_patience": int(cfg.patience),
+        "train_patience": int(cfg.patience), "train_reduce_lr": int(cfg.reduce_lr_patience),
+        "train_probe_head": bool(cfg.probe_head), "train_average_weights": bool(cfg.average_weights),
     }
 
 
@@ -62,7 +63,7 @@ def _static_defaults() -> dict:
         "train_model": "cnn", "train_alpha": 0.35, "train_weights": "imagenet", "train_batch_size": base.batch_size,
         "train_lr": float(base.lr), "train_monitor": base.monitor, "train_class_weights": False,
         "train_conv_blocks": base.conv_blocks, "train_filters": base.filters, "train_kernel": base.kernel_size,
-        "train_batch_norm": base.batch_norm, "train_pooling": base.pooling, "train_reduce_lr": base.reduce_lr_patience,
+        "train_batch_norm": base.batch_norm, "train_pooling": base.pooling,
         "train_seed": base.seed, "train_log_every": base.log_every, "train_imputation": "mask",
         "train_hmode": "flat", "train_exclude": [], "train_use_review": True,
         "train_feature_warmup": base.feature_warmup,
@@ -226,6 +227,15 @@ def fit_widgets(model: str) -> dict:
                 "Frozen epochs on features computed once", key="train_feature_warmup",
                 help="the frozen backbone's features are computed once and the head trains on them: seconds "
                      "instead of a backbone pass per image per epoch, but without augmentation")
+            b1, b2 = st.columns(2)
+            opts["probe_head"] = b1.checkbox(
+                "Warm-up = a linear probe", key="train_probe_head",
+                help="one label per image: the head is fitted as a logistic regression on the frozen features "
+                     "(C picked on val), exactly, in one warm-up epoch; fine-tuning starts from it")
+            opts["average_weights"] = b2.checkbox(
+                "Average the fine-tuning weights", key="train_average_weights",
+                help="the final model averages the weights of the fine-tuning epochs after the first third "
+                     "(steadier than picking one epoch on a small validation split)")
         else:
             opts["fine_tune_layers"], opts["warmup_epochs"] = 0, 0
         opts["seed"] = a1.number_input("Seed", 0, 2**31 - 1, key="train_seed")

@@ -32,7 +32,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     m.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flip/rotate/zoom/contrast augmentation (default: on for transfer, off for the CNN)")
     m.add_argument("--embedding-dim", type=int, help="width of the embedding layer (recipe: 64 CNN, 128 transfer)")
-    m.add_argument("--dropout", type=float, help="dropout before and after the embedding (recipe: 0.2 CNN, 0.5 "
+    m.add_argument("--dropout", type=float, help="dropout before and after the embedding (recipe: 0.2 CNN, 0 "
                                                   "transfer)")
     m.add_argument("--feature-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm on the pooled features (default: on for transfer, off for the CNN)")
@@ -42,13 +42,14 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     m.add_argument("--batch-norm", action="store_true")
     m.add_argument("--pooling", default="flatten", choices=["flatten", "avg", "max"])
     f = p.add_argument_group("fit")
-    f.add_argument("--epochs", type=int, help="epochs in all (recipe: 10 CNN, 30 transfer)")
+    f.add_argument("--epochs", type=int, help="epochs in all (recipe: 10 CNN, 13 transfer: 1 probe + 12 fine-tuning)")
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     f.add_argument("--monitor", default="val_macro_f1", choices=["val_macro_f1", "val_loss", "val_accuracy"])
     f.add_argument("--patience", type=int, help="early stopping patience in epochs, 0: off (recipe: 5 CNN, "
-                                                 "8 transfer)")
-    f.add_argument("--reduce-lr-patience", type=int, default=2, help="halve the LR after N flat epochs (0: off)")
+                                                 "0 transfer)")
+    f.add_argument("--reduce-lr-patience", type=int, help="halve the LR after N flat epochs, 0: off (recipe: 2 CNN, "
+                                                         "0 transfer)")
     f.add_argument("--class-weights", action="store_true", help="balanced class weights (single-label tasks)")
     f.add_argument("--exclude-classes", help="comma-separated classes whose samples are left out")
     f.add_argument("--train-labels", help="multi-label: the labels to train on; hierarchical: the levels "
@@ -57,12 +58,19 @@ def _args_train(p: argparse.ArgumentParser) -> None:
                    help="multi-label missing entries: masked loss (default), mean or low-rank imputation")
     f.add_argument("--hierarchy-mode", default="flat", choices=["flat", "separate"])
     f.add_argument("--fine-tune-layers", type=int,
-                   help="after --warmup-epochs, unfreeze the backbone's top N layers at lr/10, BatchNorm frozen "
+                   help="after --warmup-epochs, unfreeze the backbone's top N layers at lr x 0.03, BatchNorm frozen "
                         "(recipe: 40 for transfer; 0: frozen backbone throughout)")
-    f.add_argument("--warmup-epochs", type=int, help="epochs with a frozen backbone first (recipe: 10 transfer)")
+    f.add_argument("--warmup-epochs", type=int, help="epochs with a frozen backbone first (recipe: 1 transfer: "
+                                                      "the linear probe)")
     f.add_argument("--feature-warmup", action=argparse.BooleanOptionalAction, default=True,
                    help="ImageNet backbones: train the head on the frozen backbone's features computed once "
                         "(default; seconds per epoch), or --no-feature-warmup: frozen epochs on augmented images")
+    f.add_argument("--probe-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="one label per image: the warm-up fits the head as a linear probe (logistic regression on "
+                        "the frozen features, C picked on val) in one epoch (recipe: on for transfer)")
+    f.add_argument("--average-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="the final model averages the fine-tuning epochs' weights after the first third "
+                        "(recipe: on for transfer)")
     f.add_argument("--train-seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation")
     f.add_argument("--log-every", type=int, default=10, help="a live loss line every N batches")
 
@@ -101,9 +109,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, lr=args.lr, monitor=args.monitor, patience=args.patience,
                 reduce_lr_patience=args.reduce_lr_patience, class_weights=args.class_weights, seed=args.train_seed,
                 fine_tune_layers=args.fine_tune_layers, warmup_epochs=args.warmup_epochs,
-                feature_warmup=args.feature_warmup, log_every=args.log_every)
+                feature_warmup=args.feature_warmup, probe_head=args.probe_head, average_weights=args.average_weights,
+                log_every=args.log_every)
             recipe_keys = ("image_size", "epochs", "dropout", "embedding_dim", "patience", "fine_tune_layers",
-                           "warmup_epochs", "augmentation", "feature_norm")
+                           "warmup_epochs", "augmentation", "feature_norm", "reduce_lr_patience", "probe_head",
+                           "average_weights")
             config = recommended_config(args.model, **{k: v for k, v in options.items()
                                                        if v is not None or k not in recipe_keys})
         if args.raw_labels:

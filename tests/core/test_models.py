@@ -121,6 +121,40 @@ def test_split_at_backbone_shares_weights_and_composes_to_the_model():
         models.split_at_backbone(models.build_model(2, image_size=16, filters=4))
 
 
+@pytest.mark.parametrize("k, feature_norm", [(3, True), (2, True), (3, False)])
+def test_set_linear_head_makes_the_model_predict_what_the_logistic_regression_predicts(k, feature_norm):
+    """A scikit-learn linear probe on standardized pooled features, written into the head, exactly
+    (multi-class and binary; standardization in features_norm, or folded into the embedding)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = models.build_model(k, backbone="mobilenet_v2", image_size=32, weights=None, seed=0, dropout=0.0,
+                               embedding_dim=8, feature_norm=feature_norm)
+    features, _head = models.split_at_backbone(model)
+    x = _pixels(30, size=32, seed=1)
+    f = features.predict(x, verbose=0).astype(np.float64)
+    mean, scale = f.mean(axis=0), np.sqrt(f.var(axis=0) + 1e-3)
+    y = np.arange(30) % k
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit((f - mean) / scale, y)
+    coef, intercept = clf.coef_, clf.intercept_
+    if k == 2:  # sklearn's binary model: one logit z for class 1; the softmax head takes (0, z)
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])
+    models.set_linear_head(model, coef, intercept, mean, scale)
+    np.testing.assert_allclose(model.predict(x, verbose=0), clf.predict_proba((f - mean) / scale), atol=2e-4)
+
+
+def test_set_linear_head_rejects_what_it_cannot_carry():
+    narrow = models.build_model(5, backbone="mobilenet_v2", image_size=32, weights=None, embedding_dim=8)
+    d = int(models.backbone_of(narrow).output.shape[-1])
+    with pytest.raises(ValueError, match="twice as wide"):
+        models.set_linear_head(narrow, np.zeros((5, d)), np.zeros(5), np.zeros(d), np.ones(d))
+    sigmoid = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None, activation="sigmoid")
+    with pytest.raises(ValueError, match="softmax"):
+        models.set_linear_head(sigmoid, np.zeros((3, d)), np.zeros(3), np.zeros(d), np.ones(d))
+    ok = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None)
+    with pytest.raises(ValueError, match="pooled features"):
+        models.set_linear_head(ok, np.zeros((3, d + 1)), np.zeros(3), np.zeros(d + 1), np.ones(d + 1))
+
+
 def test_embedding_model_outputs_the_bottleneck():
     model = models.build_model(3, image_size=16, filters=4, embedding_dim=7)
     emb = models.embedding_model(model).predict(_pixels(5), verbose=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,9 @@ def test_recommended_config_per_model_family():
     tl = training.recommended_config("mobilenet_v2")
     assert tl.fine_tune_layers > 0 and 0 < tl.warmup_epochs < tl.epochs
     assert training.recommended_config("mobilenet_v2", epochs=1).fine_tune_layers == 0
+    assert tl.probe_head and tl.average_weights and tl.dropout == 0.0  # probe, fine-tune, average (bench_training)
+    assert (tl.patience, tl.reduce_lr_patience) == (0, 0)  # a constant learning rate for the weight average
+    assert not cnn.probe_head and not cnn.average_weights and cnn.reduce_lr_patience == 2
     short = training.recommended_config("mobilenet_v2", epochs=3)
     assert 0 < short.warmup_epochs < 3
     assert training.recommended_config("mobilenet_v2", weights="none").fine_tune_layers == 0
@@ -370,10 +374,11 @@ def test_offline_imagenet_weights_fall_back_to_random_init_with_a_clear_warning(
 
 
 def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp_path, keras_home):
+    """The transfer recipe: a linear-probe head (one warm-up epoch on features), fine-tuning, averaged weights."""
     root = _folder(tmp_path, n_per=14, size=48)
     out = tmp_path / "run"
     proc = _cli([root, "--workspace", tmp_path / "ws", "--model", "mobilenet_v2", "--alpha", 0.35,
-                 "--image-size", 96, "--epochs", 2, "--warmup-epochs", 1, "--fine-tune-layers", 10,
+                 "--image-size", 96, "--epochs", 4, "--fine-tune-layers", 10,
                  "--batch-size", 16, "--out", out, "--json"], env_extra={"KERAS_HOME": str(keras_home)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -381,16 +386,38 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     assert runs.read_config(out)["weights_used"] == "imagenet"
     assert not any(a["kind"] == "weights" for a in runs.read_status(out)["alerts"])
     assert "fine-tuning the top 10 backbone layers" in proc.stderr
-    epochs = runs.read_metrics(out).query("kind == 'epoch'")
+    metrics = runs.read_metrics(out)
+    epochs = metrics.query("kind == 'epoch'")
     lrs = list(epochs["lr"])
-    assert lrs[1] == pytest.approx(lrs[0] * 0.1, rel=1e-3)  # the second phase runs at lr * fine_tune_lr_factor
-    # the frozen warm-up trained the head on backbone features computed once; fine-tuning reads images
-    assert "frozen warm-up on backbone features computed once" in proc.stderr
-    assert list(epochs["input"].fillna("images")) == ["backbone features", "images"]
-    assert list(epochs["phase"]) == ["frozen warm-up", "fine-tuning"]  # what the live charts shade and mark
-    # the checkpoint is the whole model (pixels in), whichever phase it came from
-    model = models.load_model(runs.RunDir(out).model)
+    assert lrs[1] == pytest.approx(lrs[0] * 0.03, rel=1e-3)  # fine-tuning runs at lr * fine_tune_lr_factor
+    assert lrs[1] == pytest.approx(lrs[-1], rel=1e-6)  # at a constant rate (no plateau halving in the recipe)
+    # the warm-up was a linear probe on backbone features computed once (C picked on val); fine-tuning reads images
+    assert "frozen warm-up = a linear probe on backbone features computed once" in proc.stderr
+    assert re.search(r"linear probe C=[0-9.]+ picked on val", proc.stderr)
+    assert list(epochs["input"].fillna("images")) == ["backbone features", "images", "images", "images"]
+    assert list(epochs["phase"]) == ["frozen warm-up"] + ["fine-tuning"] * 3  # what the live charts shade and mark
+    # the final model averages fine-tuning epochs 3-4 (after the first third); it is the checkpoint and it
+    # produced the run's val metrics
+    [avg] = metrics.query("kind == 'average'").to_dict("records")
+    assert avg["epochs_averaged"] == [3, 4] and result["best_epoch"] == 4
+    assert result["val"]["accuracy"] == pytest.approx(avg["val_accuracy"])
+    assert "final model = average of the weights of epochs 3-4" in proc.stderr
+    model = models.load_model(runs.RunDir(out).model)  # the whole model (pixels in)
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
+
+
+def test_transfer_without_probe_head_trains_the_head_by_epochs_on_features(tmp_path, keras_home):
+    root = _folder(tmp_path, n_per=14, size=48)
+    out = tmp_path / "run"
+    proc = _cli([root, "--workspace", tmp_path / "ws", "--model", "mobilenet_v2", "--alpha", 0.35,
+                 "--image-size", 96, "--epochs", 3, "--warmup-epochs", 2, "--fine-tune-layers", 10,
+                 "--no-probe-head", "--no-average-weights", "--batch-size", 16, "--out", out, "--json"],
+                env_extra={"KERAS_HOME": str(keras_home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "frozen warm-up on backbone features computed once" in proc.stderr and "linear probe" not in proc.stderr
+    metrics = runs.read_metrics(out)
+    assert list(metrics.query("kind == 'epoch'")["input"].fillna("images")) == ["backbone features"] * 2 + ["images"]
+    assert "average" not in set(metrics["kind"])
 
 
 def test_frozen_warm_up_falls_back_to_images_when_features_would_not_fit_in_ram(tmp_path, monkeypatch):

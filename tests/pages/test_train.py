@@ -175,6 +175,9 @@ def test_transfer_model_without_cached_weights_warns_and_offers_random_init(home
     assert at.number_input(key="train_image_size").value == 128  # the transfer recipe
     assert at.number_input(key="train_fine_tune").value > 0
     assert at.checkbox(key="train_feature_warmup").value is True  # frozen epochs on features computed once
+    assert at.checkbox(key="train_probe_head").value is True  # the recipe: a linear-probe warm-up...
+    assert at.checkbox(key="train_average_weights").value is True  # ...and averaged fine-tuning weights
+    assert at.number_input(key="train_dropout").value == 0.0 and at.number_input(key="train_reduce_lr").value == 0
     warning = " ".join(w.value for w in at.warning)
     assert "not in Keras' cache" in warning and "random" in warning
     at.button(key="train_random_init").click().run()
@@ -182,6 +185,9 @@ def test_transfer_model_without_cached_weights_warns_and_offers_random_init(home
     assert at.radio(key="train_weights").value == "none"
     assert not any("not in Keras' cache" in w.value for w in at.warning)
     assert not [c for c in at.checkbox if c.key == "train_feature_warmup"]  # random init: nothing is frozen
+    assert not [c for c in at.checkbox if c.key == "train_probe_head"]
+    at.selectbox(key="train_model").set_value("cnn").run()
+    assert at.number_input(key="train_reduce_lr").value == 2  # the CNN recipe halves the LR on plateaus
 
 
 def test_grid_form_queues_runs_and_shows_results_and_parallel_coordinates(home):
