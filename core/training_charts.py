@@ -106,6 +106,29 @@ def curve_frame(metrics: pd.DataFrame, *, stage: str | None = None,
     return out
 
 
+def _average_row(metrics: pd.DataFrame, stage: str | None, frame: pd.DataFrame) -> dict | None:
+    """The stage's ``kind == "average"`` record (weights averaged over fine-tuning epochs), or None."""
+    if stage is None:
+        st = stages(metrics)
+        stage = st[-1] if st else None
+    rows = _stage_rows(metrics, "average", stage)
+    if rows.empty or "epochs_averaged" not in rows.columns:
+        return None
+    row = rows.iloc[-1].to_dict()
+    span = row.get("epochs_averaged")
+    if not isinstance(span, (list, tuple)) or len(span) != 2:
+        return None
+    return row
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
 def _epoch_axis(fig: go.Figure, frame: pd.DataFrame) -> None:
     """x axis in epochs: whole-epoch ticks while there are few epochs (no "0.5 epoch" labels)."""
     top = pd.to_numeric(frame.get("x"), errors="coerce").max() if frame is not None and not frame.empty else None
@@ -125,8 +148,11 @@ def _line(fig: go.Figure, rows: pd.DataFrame, col: str, *, name: str, color: str
                     hovertemplate=f"{name}: %{{y:.4f}}<br>epoch %{{x:.2f}}<extra></extra>")
 
 
-def _phases(fig: go.Figure, epochs: pd.DataFrame) -> None:
-    """Shade a two-phase transfer run's frozen warm-up epochs and label where fine-tuning starts."""
+def _phases(fig: go.Figure, epochs: pd.DataFrame, *, where: str = "top") -> None:
+    """Shade a two-phase transfer run's frozen warm-up epochs and label where fine-tuning starts.
+
+    ``where``: ``"top"`` or ``"bottom"`` of the plot for the labels (scores sit near the top).
+    """
     if epochs is None or epochs.empty or "phase" not in epochs.columns:
         return
     warm = epochs[epochs["phase"] == "frozen warm-up"]
@@ -134,12 +160,17 @@ def _phases(fig: go.Figure, epochs: pd.DataFrame) -> None:
         return
     end = float(pd.to_numeric(warm["x"], errors="coerce").max())
     on_features = "input" in warm.columns and (warm["input"] == "backbone features").any()
-    fig.add_vrect(x0=0, x1=end, fillcolor=PHASE_COLOR, opacity=0.12, line_width=0, layer="below",
-                  annotation_text="frozen warm-up" + (" (on features)" if on_features else ""),
-                  annotation_position="top left", annotation_font_size=11)
-    if (epochs["phase"] == "fine-tuning").any():
+    label = "frozen warm-up" + (" (on features)" if on_features else "")
+    tuning = (epochs["phase"] == "fine-tuning").any()
+    last = float(pd.to_numeric(epochs["x"], errors="coerce").max())
+    narrow = tuning and end <= 0.25 * last  # e.g. a one-epoch linear-probe warm-up: one label, no overlap
+    text = {} if narrow else dict(annotation_text=label, annotation_position=f"{where} left",
+                                  annotation_font_size=11)
+    fig.add_vrect(x0=0, x1=end, fillcolor=PHASE_COLOR, opacity=0.12, line_width=0, layer="below", **text)
+    if tuning:
         fig.add_vline(x=end, line=dict(color=PHASE_COLOR, width=1, dash="dot"),
-                      annotation_text="fine-tuning", annotation_position="top right", annotation_font_size=11)
+                      annotation_text=f"fine-tuning after a {label}" if narrow else "fine-tuning",
+                      annotation_position=f"{where} right", annotation_font_size=11)
 
 
 def loss_figure(metrics: pd.DataFrame, *, stage: str | None = None, steps_per_epoch: int | None = None,
@@ -176,7 +207,19 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
                                    ("val_accuracy", "val accuracy", VAL_COLOR, None),
                                    ("val_macro_f1", "val macro F1", F1_COLOR, "dot")):
         _line(fig, epochs, col, name=name, color=color, dash=dash, width=3.5 if col == monitor else 2)
-    if not epochs.empty and monitor in epochs.columns:
+    average = _average_row(metrics, stage, frame)
+    if average is not None and monitor in average:
+        # the final model averages the later fine-tuning epochs' weights: mark it, not one epoch
+        first, last = average["epochs_averaged"]
+        name = f"final model: average of epochs {first}-{last}"
+        y = _num(average.get(monitor))
+        if monitor != "val_loss" and y is not None:
+            fig.add_scatter(x=[float(last)], y=[y], mode="markers", name=name,
+                            marker=dict(symbol="star", size=16, color=BEST_COLOR),
+                            hovertemplate=f"{name}<br>{monitor}: %{{y:.4f}}<extra></extra>")
+        else:
+            fig.add_vline(x=float(last), line=dict(color=BEST_COLOR, dash="dash"), annotation_text=name)
+    elif not epochs.empty and monitor in epochs.columns:
         vals = pd.to_numeric(epochs[monitor], errors="coerce")
         ok = vals.notna() & np.isfinite(vals)
         if ok.any():
@@ -190,7 +233,7 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
             else:
                 fig.add_vline(x=x, line=dict(color=BEST_COLOR, dash="dash"),
                               annotation_text=f"best val_loss (epoch {x:.0f})")
-    _phases(fig, epochs)
+    _phases(fig, epochs, where="bottom")
     _epoch_axis(fig, frame)
     fig.update_yaxes(title="score", range=[0, 1.02])
     fig.update_layout(legend=dict(orientation="h", y=-0.25), uirevision="metrics")

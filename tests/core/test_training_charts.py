@@ -60,6 +60,13 @@ def test_a_two_phase_runs_frozen_warm_up_is_shaded_and_fine_tuning_marked():
         assert (shade.x0, shade.x1) == (0, 2.0)
         texts = [a.text for a in fig.layout.annotations]
         assert "frozen warm-up (on features)" in texts and "fine-tuning" in texts
+    # a short warm-up (one linear-probe epoch of 4): one label on the fine-tuning line, none overlapping
+    m4 = _metrics(epochs=4)
+    ep4 = m4["kind"] == "epoch"
+    m4.loc[ep4, "phase"] = ["frozen warm-up"] + ["fine-tuning"] * 3
+    m4.loc[ep4, "input"] = ["backbone features", None, None, None]
+    texts = [a.text for a in tc.metric_figure(m4).layout.annotations]
+    assert texts == ["fine-tuning after a frozen warm-up (on features)"]
     # a one-phase run (no "phase" column) has neither
     assert not [sh for sh in tc.loss_figure(_metrics()).layout.shapes if sh.type == "rect"]
 
@@ -136,3 +143,18 @@ def test_runs_table_marks_states():
     assert "path" not in out.columns and out["state"].tolist() == ["⚠️ interrupted", "✅ done"]
     assert out["best_value"].iloc[0] == 0.1235
     assert list(tc.runs_table(pd.DataFrame()).columns) == list(tc.RUNS_TABLE_COLUMNS)
+
+
+def test_an_averaged_final_model_is_starred_instead_of_one_epoch():
+    m = _metrics(epochs=3)
+    m = pd.concat([m, pd.DataFrame([{"kind": "average", "stage": "main", "epoch": 3, "epochs_averaged": [2, 3],
+                                     "val_loss": 1.7, "val_accuracy": 0.6, "val_macro_f1": 0.45}])],
+                  ignore_index=True)
+    fig = tc.metric_figure(m, monitor="val_macro_f1")
+    names = [t.name for t in fig.data]
+    assert "best val_macro_f1" not in names  # the best epoch is not the model the run kept
+    [star] = [t for t in fig.data if t.name == "final model: average of epochs 2-3"]
+    assert (star.x[0], star.y[0]) == (3.0, 0.45)
+    fig = tc.metric_figure(m, monitor="val_loss")
+    assert any("final model: average of epochs 2-3" in (a.text or "") for a in fig.layout.annotations)
+    assert tc.curve_frame(m)["kind"].isin(["batch", "epoch"]).all()  # the record is not an epoch point
