@@ -419,14 +419,18 @@ def _section_training(ctx: _Context) -> Section:
     ep = m[m["kind"] == "epoch"]
     st = ctx.status
     monitor = st.get("monitor") or ctx.config.get("monitor")
-    text = (f"{len(ep)} epoch(s) trained; state <b>{esc(runs.effective_state(st))}</b>"
-            + (f"; best {esc(monitor)} {_fmt(st.get('best_value'))} at epoch {esc(st.get('best_epoch'))} "
-               "(the checkpoint kept)" if st.get("best_value") is not None else "")
+    from core import training_charts
+
+    span = training_charts.averaged_epochs(m)
+    kept = (f"; the final model averages the weights of epochs {span[0]}-{span[1]} ({esc(monitor)} "
+            f"{_fmt(st.get('best_value'))} on val)" if span and st.get("best_value") is not None else
+            f"; best {esc(monitor)} {_fmt(st.get('best_value'))} at epoch {esc(st.get('best_epoch'))} "
+            "(the checkpoint kept)" if st.get("best_value") is not None else "")
+    text = (f"{len(ep)} epoch(s) trained; state <b>{esc(runs.effective_state(st))}</b>" + kept
             + (f"; {_fmt(st.get('seconds'), 1)} s" if st.get("seconds") is not None else "") + ".")
     if st.get("stop_reason"):
         text += f" Stopped early: {esc(st['stop_reason'])}."
     alerts = st.get("alerts") or []
-    from core import training_charts
 
     body = _p(text) + _figure(ctx, training_charts.loss_figure(m, title="Loss"))
     body += _figure(ctx, training_charts.metric_figure(m, monitor=monitor or "val_macro_f1", title="Accuracy and F1"))

@@ -121,6 +121,12 @@ def _average_row(metrics: pd.DataFrame, stage: str | None, frame: pd.DataFrame) 
     return row
 
 
+def averaged_epochs(metrics: pd.DataFrame, *, stage: str | None = None) -> tuple[int, int] | None:
+    """``(first, last)`` when the stage's final model averages the weights of those epochs, else None."""
+    row = _average_row(metrics, stage, None)
+    return None if row is None else (int(row["epochs_averaged"][0]), int(row["epochs_averaged"][1]))
+
+
 def _num(v) -> float | None:
     try:
         f = float(v)

@@ -427,12 +427,15 @@ def live_view(run_path: str) -> None:
         if log:
             with st.expander("Worker log (last lines)"):
                 st.code(log, language=None)
-    elif run_state in ("done", "stopped"):
+    metrics = runs.read_metrics(rd)
+    if run_state in ("done", "stopped"):
         lines = [_metric_line(s, status.get(s) or {}) for s in ("val", "test")]
         lines = [ln for ln in lines if ln]
+        span = tc.averaged_epochs(metrics) if not metrics.empty else None
         if lines:
-            st.markdown(" · ".join(lines) + f" · best epoch {esc(status.get('best_epoch'))}")
-    metrics = runs.read_metrics(rd)
+            kept = (f"final model: the average of epochs {span[0]}-{span[1]}" if span
+                    else f"best epoch {esc(status.get('best_epoch'))}")
+            st.markdown(" · ".join(lines) + f" · {kept}")
     if metrics.empty:
         st.info("No metrics yet: the worker is " + ("waiting in the queue." if run_state == "queued" else
                                                     "loading the data and building the model."))

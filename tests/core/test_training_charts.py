@@ -158,3 +158,4 @@ def test_an_averaged_final_model_is_starred_instead_of_one_epoch():
     fig = tc.metric_figure(m, monitor="val_loss")
     assert any("final model: average of epochs 2-3" in (a.text or "") for a in fig.layout.annotations)
     assert tc.curve_frame(m)["kind"].isin(["batch", "epoch"]).all()  # the record is not an epoch point
+    assert tc.averaged_epochs(m) == (2, 3) and tc.averaged_epochs(_metrics()) is None
