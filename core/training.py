@@ -1362,7 +1362,8 @@ class _Trainer:
             if i == 0 and pretrained and cfg.feature_warmup and self._features_fit(model, len(train_idx) + len(val_idx)):
                 # the backbone is frozen in this phase: its features never change, so compute them
                 # once and fit the head on them: as a linear probe (exact, one fit) or by epochs of Adam
-                why_not = self._probe_unsupported(model, activation, len(names)) if cfg.probe_head else "off"
+                why_not = self._probe_unsupported(model, activation, len(names), y, train_idx) \
+                    if cfg.probe_head else "off"
                 if why_not is None:
                     self._fit_probe_head(model, recorder, ctx, images=images, train_idx=train_idx, val_idx=val_idx,
                                          y=y, start=start, metric_task=metric_task, strategy=strategy,
@@ -1400,12 +1401,14 @@ class _Trainer:
         return model, recorder
 
     @staticmethod
-    def _probe_unsupported(model, activation: str, k: int) -> str | None:
+    def _probe_unsupported(model, activation: str, k: int, y, train_idx) -> str | None:
         """Why a linear-probe head cannot be written into ``model`` (None: it can)."""
         from core import models
 
         if activation != "softmax":
             return "multi-label heads are independent sigmoids"
+        if len(np.unique(np.asarray(y)[train_idx])) < 2:
+            return "the training split holds fewer than 2 classes"
         width = int(model.get_layer(models.EMBEDDING_LAYER).units)
         if width < 2 * k:
             return f"the embedding ({width} units) is narrower than twice the {k} classes"
