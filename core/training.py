@@ -1414,6 +1414,27 @@ class _Trainer:
             return f"the embedding ({width} units) is narrower than twice the {k} classes"
         return None
 
+    def _frozen_features(self, model, ctx, *, images, train_idx, val_idx, metric_task: str, strategy,
+                         what: str):
+        """The frozen backbone's features of the train and val rows, computed once, and the compiled head
+        that reads them: ``(head, f_train, f_val)``, or None when a stop was requested meanwhile."""
+        from core import models
+
+        cfg = self.config
+        self.status("running", message="computing the frozen backbone's features once for the warm-up",
+                    stage=ctx.stage)
+        self.log(f"{ctx.stage}: frozen warm-up {what} backbone features computed once "
+                 f"({len(train_idx)} train + {len(val_idx)} val images)")
+        with strategy.scope():
+            features, head = models.split_at_backbone(model)
+            _compile(head, task=metric_task, lr=cfg.lr)
+        batch = max(cfg.batch_size, 64)
+        f_train = features.predict(make_dataset(images, train_idx, None, batch_size=batch), verbose=0)
+        if self.stop.requested:
+            return None
+        f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
+        return head, f_train, f_val
+
     def _fit_probe_head(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, metric_task: str,
                         strategy, class_weight) -> None:
         """The frozen warm-up as a linear probe: logistic regression on standardized backbone features.
@@ -1429,19 +1450,12 @@ class _Trainer:
 
         cfg = self.config
         k = len(ctx.names)
-        self.status("running", message="computing the frozen backbone's features for a linear-probe head",
-                    stage=ctx.stage)
-        self.log(f"{ctx.stage}: frozen warm-up = a linear probe on backbone features computed once "
-                 f"({len(train_idx)} train + {len(val_idx)} val images)")
-        with strategy.scope():
-            features, head = models.split_at_backbone(model)
-            _compile(head, task=metric_task, lr=cfg.lr)
         t0 = time.perf_counter()
-        batch = max(cfg.batch_size, 64)
-        f_train = features.predict(make_dataset(images, train_idx, None, batch_size=batch), verbose=0)
-        if self.stop.requested:
+        got = self._frozen_features(model, ctx, images=images, train_idx=train_idx, val_idx=val_idx,
+                                    metric_task=metric_task, strategy=strategy, what="= a linear probe on")
+        if got is None:
             return
-        f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
+        head, f_train, f_val = got
         y_train = np.asarray(y)[train_idx].astype(np.int64)
         try:
             eps = float(model.get_layer("features_norm").epsilon)
@@ -1545,22 +1559,13 @@ class _Trainer:
         """
         import tensorflow as tf
 
-        from core import models
-
         cfg = self.config
-        self.status("running", message="computing the frozen backbone's features once for the warm-up",
-                    stage=ctx.stage)
-        self.log(f"{ctx.stage}: frozen warm-up on backbone features computed once "
-                 f"({len(train_idx)} train + {len(val_idx)} val images)")
-        with strategy.scope():
-            features, head = models.split_at_backbone(model)
-            _compile(head, task=metric_task, lr=cfg.lr)
         t0 = time.perf_counter()
-        batch = max(cfg.batch_size, 64)
-        f_train = features.predict(make_dataset(images, train_idx, None, batch_size=batch), verbose=0)
-        if self.stop.requested:
+        got = self._frozen_features(model, ctx, images=images, train_idx=train_idx, val_idx=val_idx,
+                                    metric_task=metric_task, strategy=strategy, what="on")
+        if got is None:
             return
-        f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
+        head, f_train, f_val = got
         extract_s = time.perf_counter() - t0
         y_train = np.asarray(y)[train_idx]
         y_train = y_train.astype(np.float32) if y_train.dtype.kind == "f" else y_train.astype(np.int64)
