@@ -12,7 +12,11 @@ K outputs (classes for single-label tasks, labels for multi-label). The fit loop
   health alerts (NaN loss, predictions collapsed onto one class, widening train-val gap);
 * a batch callback writes a live loss line every ``log_every`` batches and honours a stop
   request (SIGTERM) after the current batch;
-* at the end the best weights predict the val and test splits (``predictions.csv``).
+* transfer backbones (the recipe): a linear-probe head fitted on the frozen features
+  (``probe_head``), then fine-tuning whose later epochs' weights are averaged into the
+  final model (``average_weights``; a ``kind == "average"`` line in ``metrics.jsonl``);
+* at the end the kept weights (best epoch, or the average) predict the val and test
+  splits (``predictions.csv``).
 
 The run directory's file names belong to :mod:`core.runs`; this module only calls it.
 TensorFlow/Keras are imported inside functions: ``import core.training`` is cheap.
