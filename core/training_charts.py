@@ -9,7 +9,9 @@ Streamlit. Vocabulary of ``metrics.jsonl`` rows (written by :mod:`core.training`
   val_macro_f1, best_value, best_epoch, ...`` once per epoch;
 * ``kind == "batch"``: ``stage, epoch, batch, step, loss`` every ``log_every`` batches
   (the live loss line);
-* ``kind == "alert"``: a health alert raised mid-epoch (NaN loss).
+* ``kind == "alert"``: a health alert raised mid-epoch (NaN loss);
+* ``kind == "average"``: ``stage, epoch, epochs_averaged [first, last], val_loss,
+  val_accuracy, val_macro_f1``: the stage's final model averages those epochs' weights.
 
 A "stage" is one model of a run: ``main``, or for a hierarchical "separate" run
 ``primary`` then ``sub:<category>`` per primary category.
