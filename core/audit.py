@@ -792,12 +792,9 @@ def _imagenet_features(ds: Any, workspace: Workspace, samples: pd.DataFrame, mod
     except Exception as exc:  # noqa: BLE001 - optional features must not sink the whole audit
         notes.append(f"label_issue: image features only: the ImageNet features failed ({type(exc).__name__}: {exc})")
         return None
-    pos = {sid: i for i, sid in enumerate(emb.sample_ids.tolist())}
+    at = pd.Index(emb.sample_ids.astype(str)).get_indexer(samples["sample_id"].astype(str))  # -1: no vector
     out = np.full((len(samples), emb.vectors.shape[1]), np.nan, np.float32)
-    rows = [(r, pos[sid]) for r, sid in enumerate(samples["sample_id"].astype(str).tolist()) if sid in pos]
-    if rows:
-        r, k = np.array(rows).T
-        out[r] = emb.vectors[k]
+    out[at >= 0] = emb.vectors[at[at >= 0]]
     return out
 
 

@@ -24,6 +24,7 @@ TensorFlow/Keras are imported inside functions: ``import core.training`` is chea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -215,6 +216,30 @@ class TrainConfig:
 FEATURE_WARMUP_LIMIT_BYTES = 2 * 2**30
 #: Inverse L2 strengths tried for a linear-probe head (``probe_head``), picked on the validation split.
 PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@contextlib.contextmanager
+def _recording_on_features(recorder, ctx, model, head, f_val: np.ndarray, *, n_images: int, seconds: float):
+    """While the head fits on backbone features: ``recorder`` evaluates ``head`` on the val features and
+    checkpoints the whole ``model``; afterwards its context is the images' again, its throughput counts
+    ``n_images`` in ``seconds`` (the feature pass, not the head steps) and its best weights are whole-model."""
+    import tensorflow as tf
+
+    image_ctx = recorder.ctx
+    seen, secs = recorder.images_seen, recorder.train_seconds
+    recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
+                                       source="backbone features",
+                                       save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
+    try:
+        yield
+    finally:
+        recorder.ctx = image_ctx
+        recorder.set_model(model)
+    recorder.images_seen = seen + n_images
+    recorder.train_seconds = secs + seconds
+    if recorder.best_weights is not None:
+        head.set_weights(recorder.best_weights)
+        recorder.best_weights = model.get_weights()
 
 
 def _weight_average(first: int):
@@ -1447,7 +1472,6 @@ class _Trainer:
         winner is written exactly into the model's head (:func:`core.models.set_linear_head`)
         and recorded as one warm-up epoch (metrics, checkpoint of the whole model).
         """
-        import tensorflow as tf
         from sklearn.linear_model import LogisticRegression
 
         from core import models
@@ -1493,24 +1517,12 @@ class _Trainer:
         fit_s = time.perf_counter() - t0
         train_probs = head.predict(f_train, verbose=0, batch_size=1024)
         train_eval = evaluate_predictions(metric_task, y_train, train_probs)
-        image_ctx = recorder.ctx
-        recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
-                                           source="backbone features",
-                                           save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
-        seen, secs = recorder.images_seen, recorder.train_seconds
-        try:
+        with _recording_on_features(recorder, ctx, model, head, f_val, n_images=len(train_idx) + len(val_idx),
+                                    seconds=fit_s):
             recorder.set_model(head)
             recorder.on_epoch_begin(start)
             recorder._t0 -= fit_s  # the epoch's time is the feature pass and the probe's fits
             recorder.on_epoch_end(start, {"loss": train_eval["loss"], "accuracy": train_eval["accuracy"]})
-        finally:
-            recorder.ctx = image_ctx
-            recorder.set_model(model)
-        recorder.images_seen = seen + len(train_idx) + len(val_idx)
-        recorder.train_seconds = secs + fit_s
-        if recorder.best_weights is not None:
-            head.set_weights(recorder.best_weights)
-            recorder.best_weights = model.get_weights()
 
     def _use_average(self, model, recorder, average, *, checkpoint: Path) -> None:
         """After fine-tuning: the model becomes the average of the averaged epochs' weights (evaluated
@@ -1518,9 +1530,10 @@ class _Trainer:
         from core import models
 
         ctx = recorder.ctx
-        if self.stop.requested or average.count < 2:
-            if average.count < 2 and not self.stop.requested:
-                self.log(f"{ctx.stage}: weight averaging skipped ({average.count} fine-tuning epoch to average)")
+        if self.stop.requested:
+            return
+        if average.count < 2:
+            self.log(f"{ctx.stage}: weight averaging skipped ({average.count} fine-tuning epoch to average)")
             return
         weights = average.weights()
         if not all(np.all(np.isfinite(w)) for w in weights if np.issubdtype(w.dtype, np.floating)):
@@ -1536,7 +1549,7 @@ class _Trainer:
         recorder.append(record)
         models.save_model(model, checkpoint)
         recorder.best_weights = model.get_weights()
-        recorder.best_value, recorder.best_epoch = float(val[ctx.monitor[len("val_"):]]), last
+        recorder.best_value, recorder.best_epoch = float(record[ctx.monitor]), last
         self.log(f"{ctx.stage}: final model = average of the weights of epochs {first}-{last} "
                  f"({ctx.monitor} {recorder.best_value:.4f})")
 
@@ -1576,23 +1589,14 @@ class _Trainer:
         train_ds = (tf.data.Dataset.from_tensor_slices((f_train, y_train))
                     .shuffle(max(1, len(train_idx)), seed=cfg.seed, reshuffle_each_iteration=True)
                     .batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
-        seen, secs = recorder.images_seen, recorder.train_seconds
-        image_ctx = recorder.ctx
-        recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
-                                           source="backbone features",
-                                           save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
         self.stop.model = head
         try:
-            head.fit(train_ds, epochs=end, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
-                     class_weight=class_weight)
+            with _recording_on_features(recorder, ctx, model, head, f_val,
+                                        n_images=len(train_idx) + len(val_idx), seconds=extract_s):
+                head.fit(train_ds, epochs=end, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
+                         class_weight=class_weight)
         finally:
-            recorder.ctx = image_ctx
             self.stop.model = model
-        recorder.images_seen = seen + len(train_idx) + len(val_idx)
-        recorder.train_seconds = secs + extract_s
-        if recorder.best_weights is not None:
-            head.set_weights(recorder.best_weights)
-            recorder.best_weights = model.get_weights()
 
     # -- the run -------------------------------------------------------------------------
     def run(self, samples: pd.DataFrame, schema, *, workspace, labels_override=None) -> TrainResult:

@@ -108,7 +108,7 @@ def curve_frame(metrics: pd.DataFrame, *, stage: str | None = None,
     return out
 
 
-def _average_row(metrics: pd.DataFrame, stage: str | None, frame: pd.DataFrame) -> dict | None:
+def _average_row(metrics: pd.DataFrame, stage: str | None) -> dict | None:
     """The stage's ``kind == "average"`` record (weights averaged over fine-tuning epochs), or None."""
     if stage is None:
         st = stages(metrics)
@@ -125,16 +125,8 @@ def _average_row(metrics: pd.DataFrame, stage: str | None, frame: pd.DataFrame) 
 
 def averaged_epochs(metrics: pd.DataFrame, *, stage: str | None = None) -> tuple[int, int] | None:
     """``(first, last)`` when the stage's final model averages the weights of those epochs, else None."""
-    row = _average_row(metrics, stage, None)
+    row = _average_row(metrics, stage)
     return None if row is None else (int(row["epochs_averaged"][0]), int(row["epochs_averaged"][1]))
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
 
 
 def _epoch_axis(fig: go.Figure, frame: pd.DataFrame) -> None:
@@ -215,12 +207,12 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
                                    ("val_accuracy", "val accuracy", VAL_COLOR, None),
                                    ("val_macro_f1", "val macro F1", F1_COLOR, "dot")):
         _line(fig, epochs, col, name=name, color=color, dash=dash, width=3.5 if col == monitor else 2)
-    average = _average_row(metrics, stage, frame)
+    average = _average_row(metrics, stage)
     if average is not None and monitor in average:
         # the final model averages the later fine-tuning epochs' weights: mark it, not one epoch
         first, last = average["epochs_averaged"]
         name = f"final model: average of epochs {first}-{last}"
-        y = _num(average.get(monitor))
+        y = float(average[monitor]) if _finite(average.get(monitor)) else None
         if monitor != "val_loss" and y is not None:
             fig.add_scatter(x=[float(last)], y=[y], mode="markers", name=name,
                             marker=dict(symbol="star", size=16, color=BEST_COLOR),
