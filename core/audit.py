@@ -37,6 +37,7 @@ The latest audit of each dataset is saved under ``<workspace>/cache/audit/<datas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -45,6 +46,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -87,6 +89,8 @@ LABEL_FEATURES: dict[str, str] = {
 }
 
 _CHUNK = 256  # images per streamed chunk
+#: Chunks of image statistics (and of crop alignments) computed at once: threads, numpy releases the GIL.
+_STAT_THREADS = max(1, min(2, os.cpu_count() or 1))
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -397,11 +401,12 @@ def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights
     color = np.zeros((n, 4 * 4 * 3 + 6), np.float32)
     hog = np.zeros((n, 8 * 8 * 9 if want_features else 0), np.float32)
     hsv = np.zeros((n, 108 if want_features else 0), np.float32)
-    hashes: list[str] = []
-    for a in range(0, n, _CHUNK):
+    hashes: list[str] = [""] * n if want_hash else []
+
+    def one(a: int) -> int:
         b = min(n, a + _CHUNK)
-        raw = np.asarray(images[a:b])  # (m, S, S, 3) uint8: one chunk in RAM at a time
-        m, size = raw.shape[0], raw.shape[1]
+        raw = np.asarray(images[a:b])  # (m, S, S, 3) uint8: one chunk per thread in RAM at a time
+        m = raw.shape[0]
         x = _half(raw)
         flat = x.reshape(m, -1, 3)
         # per-channel mean and std as matrix products (BLAS) instead of strided reductions; the
@@ -426,9 +431,17 @@ def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights
             hog[a:b] = _hog(g)
             hsv[a:b] = _hsv_hist(raw)
         if want_hash:
-            hashes.extend(hashlib.sha1(raw[i].tobytes()).hexdigest() for i in range(m))
-        if progress:
-            progress(b, n)
+            hashes[a:b] = [hashlib.sha1(raw[i].tobytes()).hexdigest() for i in range(m)]
+        return b
+
+    # numpy (and Pillow's HSV conversion) release the GIL on whole chunks: two chunks in flight
+    # use both cores of a small machine; each writes only its own rows of the outputs
+    with ThreadPoolExecutor(max_workers=_STAT_THREADS) if n > _CHUNK and _STAT_THREADS > 1 \
+            else contextlib.nullcontext() as pool:
+        starts = range(0, n, _CHUNK)
+        for b in pool.map(one, starts) if pool is not None else map(one, starts):
+            if progress:
+                progress(b, n)
     std[~ok] = np.nan
     return _Stats(std, p05, p95, sharp, thumb8, gray16, color, hog, hsv, hashes)
 
@@ -649,7 +662,8 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
     """
     out = np.full(len(pairs), np.inf, np.float32)
     order = np.argsort(pairs[:, 0], kind="stable")
-    for a in range(0, len(order), 128):  # <= 128 x 169 crops in flight
+
+    def one(a: int) -> None:  # <= 128 x 169 crops in flight per thread
         rows = order[a:a + 128]
         big, small = pairs[rows, 0], pairs[rows, 1]
         ubig, which = np.unique(big, return_inverse=True)
@@ -659,7 +673,7 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
                                  heights[small], steps=3, grid=8)
         keep = np.flatnonzero(screen <= 4 * thr + 8)
         if not len(keep):
-            continue
+            return
         big, small = big[keep], small[keep]
         ukeep, which = np.unique(which[keep], return_inverse=True)
         sats = _sat(_gray(raw[ukeep].astype(np.float32)))  # full cached resolution: the alignment itself
@@ -670,7 +684,15 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
         if len(close):
             fine = _crop_distances(sats, which[close], *(v[close] for v in geo), steps=13)
             d[close] = np.minimum(coarse[close], fine)
-        out[rows[keep]] = d
+        out[rows[keep]] = d  # each chunk owns its rows
+
+    starts = range(0, len(order), 128)
+    if len(order) > 128 and _STAT_THREADS > 1:  # numpy releases the GIL: two chunks at once
+        with ThreadPoolExecutor(max_workers=_STAT_THREADS) as pool:
+            list(pool.map(one, starts))
+    else:
+        for a in starts:
+            one(a)
     return out
 
 

@@ -35,8 +35,12 @@ import stat
 import threading
 import time
 import contextlib
+import gc
+import sys
+import warnings
 from struct import error as struct_error  # raised by some Pillow plugins on garbage
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -498,8 +502,10 @@ class ImageCache:
     root : str or PathLike
         Cache folder, normally ``workspace.cache_dir / "images"``.
     workers : int, optional
-        Decoding threads (PIL releases the GIL while decoding and resizing). Default:
-        ``min(2, os.cpu_count())``.
+        Decoding workers. Default: ``min(2, os.cpu_count())``. From 256 images to decode
+        on Linux they are forked processes (Pillow's per-image Python work holds the GIL,
+        so threads do not speed up small images); fewer, elsewhere, or with
+        ``LOUPE_DECODE_PROCESSES=0``, threads.
     """
 
     def __init__(self, root: str | os.PathLike, *, workers: int | None = None) -> None:
@@ -732,27 +738,18 @@ class ImageCache:
                 progress(done, n)
 
             n_decoded = 0
-            chunk = 64
-            with ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else contextlib.nullcontext() as pool:
-                for start in range(0, len(to_decode), chunk):
-                    rows = to_decode[start:start + chunk]
-                    jobs = [(Path(paths[i]), boxes[i], size) for i in rows]
-                    results = pool.map(_decode_job, jobs) if pool is not None else map(_decode_job, jobs)
-                    for i, (arr, info, err) in zip(rows, results):
-                        n_decoded += 1
-                        if err is not None:
-                            errors[i], reasons[i] = str(err), err.reason
-                            if info is not None:
-                                widths[i], heights[i] = info.width, info.height
-                                modes[i], formats[i] = info.mode, info.format or ""
-                        else:
-                            out[i] = arr
-                            ok[i] = True
-                            widths[i], heights[i] = info.width, info.height
-                            modes[i], formats[i] = info.mode, info.format or ""
-                        done += 1
-                    if progress:
-                        progress(done, n)
+            for i, info, err in self._decode_into(out, tmp, to_decode, paths, boxes, size):
+                n_decoded += 1
+                if info is not None:
+                    widths[i], heights[i] = info.width, info.height
+                    modes[i], formats[i] = info.mode, info.format or ""
+                if err is not None:
+                    errors[i], reasons[i] = err
+                else:
+                    ok[i] = True
+                done += 1
+                if progress and (done % _DECODE_CHUNK == 0 or done == n):
+                    progress(done, n)
             del out
             mm.flush()
             del mm
@@ -774,6 +771,51 @@ class ImageCache:
         self._register(set_id, size, keys, self._idents(paths, boxes, size), early, ok, errors, reasons, widths, heights, modes, formats)
         images = np.load(npy, mmap_mode="r")
         return CachedArrays(images, ok, errors, reasons, widths, heights, tuple(modes), tuple(formats), n_decoded)
+
+    def _decode_into(self, out: np.ndarray, tmp: Path, rows: list[int], paths: list[str], boxes: list, size: int):
+        """Decode ``rows`` into ``out`` (the memory map of ``tmp``): yield ``(row, info, (message, reason) or None)``.
+
+        Many images: ``self.workers`` forked processes, each writing its rows straight into
+        the file behind ``out`` and sending back only their metadata (PIL's per-image
+        Python work holds the GIL, so threads do not scale on small images). Few images,
+        no ``fork`` (not Linux, a daemon process, ``LOUPE_DECODE_PROCESSES=0``) or a
+        worker that died (killed, out of memory): threads, in this process.
+        """
+        pending = list(rows)
+        ctx = _fork_context() if self.workers > 1 and len(rows) >= _PROCESS_MIN else None
+        if ctx is not None:
+            Image.init()  # every Pillow plugin imported before forking: a child must never import
+            got: set[int] = set()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns on fork with threads
+                pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=gc.disable)
+            try:
+                futures = [pool.submit(_decode_rows_into, str(tmp), size,
+                                       [(i, paths[i], boxes[i]) for i in pending[a:a + _DECODE_CHUNK]])
+                           for a in range(0, len(pending), _DECODE_CHUNK)]
+                for fut in as_completed(futures):
+                    for i, info, err in fut.result():
+                        got.add(i)
+                        yield i, info, err
+                pending = []
+                pool.shutdown(wait=True)
+            except BrokenProcessPool:  # a worker died: what it had not sent back decodes here
+                pending = [i for i in pending if i not in got]
+            finally:
+                # never wait on a broken pool (Python 3.11 can hang joining its manager) or when the
+                # caller stopped reading (a rerun): running chunks only write into a file that is dropped
+                pool.shutdown(wait=False, cancel_futures=True)
+        if not pending:
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else contextlib.nullcontext() as tp:
+            for start in range(0, len(pending), _DECODE_CHUNK):
+                chunk = pending[start:start + _DECODE_CHUNK]
+                jobs = [(Path(paths[i]), boxes[i], size) for i in chunk]
+                results = tp.map(_decode_job, jobs) if tp is not None else map(_decode_job, jobs)
+                for i, (arr, info, err) in zip(chunk, results):
+                    if arr is not None:
+                        out[i] = arr
+                    yield i, info, None if err is None else (str(err), err.reason)
 
     def _register(self, set_id, size, keys, idents, early, ok, errors, reasons, widths, heights, modes, formats) -> None:
         rows = [
@@ -813,6 +855,47 @@ def _reserve_disk_space(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+#: Images per decode task (and per progress update).
+_DECODE_CHUNK = 64
+#: Fewer images than this to decode: threads (a process pool's start-up would cost more than it saves).
+_PROCESS_MIN = 256
+
+
+def _fork_context():
+    """The ``fork`` multiprocessing context where decoding in forked workers is safe and cheap, else None.
+
+    Linux only (macOS system frameworks are not fork-safe), never from a daemonic process
+    (which may not have children), and ``LOUPE_DECODE_PROCESSES=0`` turns it off.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("LOUPE_DECODE_PROCESSES", "1").strip() == "0":
+        return None
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return None
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:
+        return None
+
+
+def _decode_rows_into(tmp: str, size: int, rows: list[tuple[int, str, Any]]) -> list[tuple[int, Any, Any]]:
+    """In a worker process: decode ``rows`` (row, path, box) straight into the set file ``tmp``.
+
+    Returns ``(row, ImageInfo or None, (message, reason) or None)`` per row: only metadata
+    crosses the process boundary; the pixels are already in the shared file.
+    """
+    out = np.load(tmp, mmap_mode="r+").view(np.ndarray)
+    meta = []
+    for i, path, box in rows:
+        arr, info, err = _decode_job((Path(path), box, size))
+        if arr is not None:
+            out[i] = arr
+        meta.append((i, info, None if err is None else (str(err), err.reason)))
+    del out
+    return meta
 
 
 def _decode_job(job: tuple[Path, Any, int]) -> tuple[np.ndarray | None, ImageInfo | None, ImageError | None]:

@@ -310,6 +310,65 @@ def test_cache_redecodes_only_changed_and_new_files(tmp_path, image_dir):
     assert len(list((tmp_path / "cache" / "16px").glob("*.npy"))) == 1
 
 
+def _many(d: Path, n: int = 40) -> list[str]:
+    """``n`` small PNGs of varied sizes plus a truncated PNG and a non-image, in ``d``."""
+    rng = np.random.default_rng(5)
+    names = []
+    for i in range(n):
+        _save(d / f"m{i}.png", rng.integers(0, 255, (10 + i % 7, 12 + i % 5, 3), dtype=np.uint8))
+        names.append(f"m{i}.png")
+    data = (d / "m0.png").read_bytes()
+    (d / "cut.png").write_bytes(data[: len(data) // 2])
+    (d / "text.png").write_text("not an image")
+    return names[:17] + ["cut.png"] + names[17:] + ["text.png"]
+
+
+@pytest.mark.skipif(images._fork_context() is None, reason="decoding in processes needs fork (Linux)")
+def test_decoding_in_processes_equals_decoding_in_threads(tmp_path, monkeypatch):
+    """Forked workers write pixels straight into the set file and send back only metadata: same result as threads."""
+    names = _many(tmp_path)
+    monkeypatch.setattr(images, "_PROCESS_MIN", 8)
+    monkeypatch.setattr(images, "_DECODE_CHUNK", 8)
+    seen = []
+    procs = ImageCache(tmp_path / "procs", workers=2).arrays(_table(tmp_path, names), 20,
+                                                               progress=lambda d, t: seen.append(d))
+    monkeypatch.setenv("LOUPE_DECODE_PROCESSES", "0")
+    threads = ImageCache(tmp_path / "threads", workers=2).arrays(_table(tmp_path, names), 20)
+    assert procs.n_decoded == threads.n_decoded == len(names)
+    np.testing.assert_array_equal(np.asarray(procs.images), np.asarray(threads.images))
+    assert procs.ok.tolist() == threads.ok.tolist() and procs.ok.sum() == len(names) - 2
+    assert procs.reasons == threads.reasons == {17: "truncated", len(names) - 1: "not_image"}
+    assert procs.errors == threads.errors
+    assert procs.widths.tolist() == threads.widths.tolist() and procs.modes == threads.modes
+    np.testing.assert_array_equal(procs.images[3], resize_image(load_image(tmp_path / names[3]), 20))
+    assert seen == sorted(seen) and seen[-1] == len(names)
+
+
+_REAL_DECODE_ROWS = images._decode_rows_into
+
+
+def _dying_decode(tmp, size, rows):
+    """A decode worker that vanishes without a word (os._exit) on the chunk holding row 20."""
+    if any(i == 20 for i, _p, _b in rows):
+        Path(tmp + ".died").touch()  # proof, for the test, that a worker did die
+        os._exit(9)
+    return _REAL_DECODE_ROWS(tmp, size, rows)
+
+
+@pytest.mark.skipif(images._fork_context() is None, reason="decoding in processes needs fork (Linux)")
+def test_a_decode_worker_that_dies_leaves_its_rows_to_this_process(tmp_path, monkeypatch):
+    """A worker killed mid-chunk (out of memory, kill -9) breaks the pool: what it did not send back decodes here."""
+    names = _many(tmp_path)
+    monkeypatch.setattr(images, "_PROCESS_MIN", 8)
+    monkeypatch.setattr(images, "_DECODE_CHUNK", 8)
+    monkeypatch.setattr(images, "_decode_rows_into", _dying_decode)
+    res = ImageCache(tmp_path / "cache", workers=2).arrays(_table(tmp_path, names), 20)
+    assert list((tmp_path / "cache" / "20px").glob("*.died"))
+    assert res.n_decoded == len(names) and res.ok.sum() == len(names) - 2
+    for i in (0, 20, 23, len(names) - 2):
+        np.testing.assert_array_equal(res.images[i], resize_image(load_image(tmp_path / names[i]), 20))
+
+
 def test_cache_remembers_failures(tmp_path, image_dir):
     cache = ImageCache(tmp_path / "cache")
     assert cache.arrays(_table(image_dir, ["broken.jpg"]), 16).n_decoded == 1
