@@ -347,12 +347,12 @@ def test_decoding_in_processes_equals_decoding_in_threads(tmp_path, monkeypatch)
 _REAL_DECODE_ROWS = images._decode_rows_into
 
 
-def _dying_decode(tmp, size, rows):
+def _dying_decode(tmp, offset, size, rows):
     """A decode worker that vanishes without a word (os._exit) on the chunk holding row 20."""
     if any(i == 20 for i, _p, _b in rows):
         Path(tmp + ".died").touch()  # proof, for the test, that a worker did die
         os._exit(9)
-    return _REAL_DECODE_ROWS(tmp, size, rows)
+    return _REAL_DECODE_ROWS(tmp, offset, size, rows)
 
 
 @pytest.mark.skipif(images._fork_context() is None, reason="decoding in processes needs fork (Linux)")
