@@ -788,13 +788,13 @@ class ImageCache:
         if ctx is not None:
             Image.init()  # every Pillow plugin imported before forking: a child must never import
             got: set[int] = set()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12 warns on fork with threads
-                pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=gc.disable)
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=gc.disable)
             try:
-                futures = [pool.submit(_decode_rows_into, str(tmp), offset, size,
-                                       [(i, paths[i], boxes[i]) for i in pending[a:a + _DECODE_CHUNK]])
-                           for a in range(0, len(pending), _DECODE_CHUNK)]
+                with warnings.catch_warnings():  # the first submit forks; Python >= 3.12 warns on fork with threads
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    futures = [pool.submit(_decode_rows_into, str(tmp), offset, size,
+                                           [(i, paths[i], boxes[i]) for i in pending[a:a + _DECODE_CHUNK]])
+                               for a in range(0, len(pending), _DECODE_CHUNK)]
                 for fut in as_completed(futures):
                     for i, info, err in fut.result():
                         got.add(i)
