@@ -37,7 +37,6 @@ The latest audit of each dataset is saved under ``<workspace>/cache/audit/<datas
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import math
@@ -49,7 +48,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -395,6 +394,16 @@ def _balanced_step(n: int, most: int, workers: int) -> int:
     return max(1, -(-n // chunks))
 
 
+def _chunk_map(fn: Callable[[int], Any], starts: range) -> Iterator[Any]:
+    """``fn`` over chunk ``starts``, results in order: ``_STAT_THREADS`` chunks at once when there are several
+    (numpy, and Pillow's HSV conversion, release the GIL on whole chunks: both cores of a small machine)."""
+    if len(starts) < 2 or _STAT_THREADS < 2:
+        yield from map(fn, starts)
+        return
+    with ThreadPoolExecutor(max_workers=_STAT_THREADS) as pool:
+        yield from pool.map(fn, starts)
+
+
 def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights: np.ndarray, *, want_hash: bool,
                  want_features: bool = True, progress: Callable[[int, int], None] | None = None) -> _Stats:
     """One streamed pass over the cached images (chunks of a memory map): every per-image number the detectors use.
@@ -447,14 +456,9 @@ def _image_stats(images: np.ndarray, ok: np.ndarray, widths: np.ndarray, heights
             hashes[a:b] = [hashlib.sha1(raw[i].tobytes()).hexdigest() for i in range(m)]
         return b
 
-    # numpy (and Pillow's HSV conversion) release the GIL on whole chunks: two chunks in flight
-    # use both cores of a small machine; each writes only its own rows of the outputs
-    with ThreadPoolExecutor(max_workers=_STAT_THREADS) if n > step and _STAT_THREADS > 1 \
-            else contextlib.nullcontext() as pool:
-        starts = range(0, n, step)
-        for b in pool.map(one, starts) if pool is not None else map(one, starts):
-            if progress:
-                progress(b, n)
+    for b in _chunk_map(one, range(0, n, step)):  # each chunk writes only its own rows of the outputs
+        if progress:
+            progress(b, n)
     std[~ok] = np.nan
     return _Stats(std, p05, p95, sharp, thumb8, gray16, color, hog, hsv, hashes)
 
@@ -701,13 +705,8 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
         out[rows[keep]] = d  # each chunk owns its rows
 
     step = _balanced_step(len(order), 128, _STAT_THREADS)
-    starts = range(0, len(order), step)
-    if len(order) > step and _STAT_THREADS > 1:  # numpy releases the GIL: two chunks at once
-        with ThreadPoolExecutor(max_workers=_STAT_THREADS) as pool:
-            list(pool.map(one, starts))
-    else:
-        for a in starts:
-            one(a)
+    for _ in _chunk_map(one, range(0, len(order), step)):
+        pass
     return out
 
 

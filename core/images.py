@@ -788,6 +788,7 @@ class ImageCache:
         if ctx is not None:
             Image.init()  # every Pillow plugin imported before forking: a child must never import
             got: set[int] = set()
+            finished = False
             pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=gc.disable)
             try:
                 with warnings.catch_warnings():  # the first submit forks; Python >= 3.12 warns on fork with threads
@@ -799,14 +800,14 @@ class ImageCache:
                     for i, info, err in fut.result():
                         got.add(i)
                         yield i, info, err
-                pending = []
-                pool.shutdown(wait=True)
+                pending, finished = [], True
             except BrokenProcessPool:  # a worker died: what it had not sent back decodes here
                 pending = [i for i in pending if i not in got]
             finally:
-                # never wait on a broken pool (Python 3.11 can hang joining its manager) or when the
-                # caller stopped reading (a rerun): running chunks only write into a file that is dropped
-                pool.shutdown(wait=False, cancel_futures=True)
+                # wait (reaping the workers) only after a clean finish: never on a broken pool (Python 3.11
+                # can hang joining its manager) or when the caller stopped reading (a rerun), where the
+                # running chunks only write into a file that is dropped
+                pool.shutdown(wait=finished, cancel_futures=not finished)
         if not pending:
             return
         with ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else contextlib.nullcontext() as tp:
