@@ -29,7 +29,7 @@ between the runs), are refused: their difference would mix model and data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -295,7 +295,7 @@ def _single_block(ta, pa, ca, tb, pb, cb, name_a, name_b) -> tuple[np.ndarray, n
 
 def compare_predictions(pred_a: runs.Predictions, pred_b: runs.Predictions, *, name_a: str = "A",
                         name_b: str = "B", split: str = "test", n_bootstrap: int = 2000,
-                        confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+                        confidence: float = 0.95, seed: int = 0, level: str | None = None) -> PairedComparison:
     """Paired comparison of two runs' predictions (B against the baseline A) on their common rows.
 
     Parameters
@@ -308,6 +308,10 @@ def compare_predictions(pred_a: runs.Predictions, pred_b: runs.Predictions, *, n
         Paired resamples of the test rows (>= 100).
     confidence : float
         Of the interval, in (0.5, 1).
+    level : str, optional
+        When one run is hierarchical and the other flat (single-label): the hierarchy level
+        compared with the flat run (default: the finest). Two hierarchical runs compare at
+        every level.
 
     Raises
     ------
@@ -321,6 +325,18 @@ def compare_predictions(pred_a: runs.Predictions, pred_b: runs.Predictions, *, n
         raise ValueError(f"confidence must be in (0.5, 1); received {confidence}")
     single = ("multiclass", "binary")
     ta, tb = pred_a.task, pred_b.task
+    task = ta if ta == tb else f"{ta} vs {tb}"
+    note = ""
+    if {ta, tb} & set(single) and "hierarchical" in (ta, tb):  # a flat run against one level of a hierarchy
+        hier = pred_a if ta == "hierarchical" else pred_b
+        lv = level if level is not None else hier.levels[-1]
+        if lv not in hier.levels:
+            raise ValueError(f"level must be one of {list(hier.levels)}; received {level!r}")
+        flat = replace(hier, task="multiclass", classes=tuple(hier.level_classes[lv]), y_true=hier.level_true[lv],
+                       y_pred=hier.level_pred[lv], probs=hier.level_probs[lv], levels=())
+        pred_a, pred_b = (flat, pred_b) if ta == "hierarchical" else (pred_a, flat)
+        note = f"the hierarchical run is compared at its level {lv!r}"
+        ta, tb = pred_a.task, pred_b.task
     kind = lambda t: "single" if t in single else t  # noqa: E731
     if kind(ta) != kind(tb):
         raise ValueError(f"run {name_a} is a {ta} run and {name_b} a {tb} run: compare runs of one label shape")
@@ -357,9 +373,10 @@ def compare_predictions(pred_a: runs.Predictions, pred_b: runs.Predictions, *, n
             n_common = len(y)
         finest = list(per_level)[-1]
         ms, mc = per_level[finest]
-        note = "" if set(blocks[-1][3]) == set(blocks[-1][6]) else \
-            "the runs predict different class sets: macro F1 is taken over the union of both"
-        return PairedComparison(task=ta if ta == tb else "multiclass/binary", n_common=n_common, metrics=ms,
+        if set(blocks[-1][3]) != set(blocks[-1][6]):
+            note = "; ".join(filter(None, [note, "the runs predict different class sets: macro F1 is taken over "
+                                                 "the union of both"]))
+        return PairedComparison(task=task, n_common=n_common, metrics=ms,
                                 mcnemar=mc, levels={lv: v for lv, v in per_level.items() if lv is not None},
                                 note=note, **common)
     # multi-label
@@ -387,7 +404,7 @@ def compare_predictions(pred_a: runs.Predictions, pred_b: runs.Predictions, *, n
 
 
 def compare_runs(run_a, run_b, *, split: str = "test", n_bootstrap: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> PairedComparison:
+                 seed: int = 0, level: str | None = None) -> PairedComparison:
     """:func:`compare_predictions` of two run directories' ``predictions.csv`` (one split), named by run id."""
     rda, rdb = runs.require_predictions(run_a), runs.require_predictions(run_b)
     name_a, name_b = rda.run_id, rdb.run_id
@@ -397,7 +414,7 @@ def compare_runs(run_a, run_b, *, split: str = "test", n_bootstrap: int = 2000, 
         name_a, name_b = str(rda.path), str(rdb.path)
     return compare_predictions(runs.read_predictions(rda, split=split), runs.read_predictions(rdb, split=split),
                                name_a=name_a, name_b=name_b, split=split, n_bootstrap=n_bootstrap,
-                               confidence=confidence, seed=seed)
+                               confidence=confidence, seed=seed, level=level)
 
 
 def format_comparison(c: PairedComparison) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, metrics, runs
+from core import charts, compare, metrics, runs
 from ui import state
 from ui.state import esc
 
@@ -43,6 +43,45 @@ def _splits(run_dir: str, mtime: float) -> list[str]:
 @st.cache_data(show_spinner="Reading predictions…", max_entries=32)
 def _predictions(run_dir: str, mtime: float, split: str) -> runs.Predictions:
     return runs.read_predictions(run_dir, split=split)
+
+
+@st.cache_data(show_spinner="Testing the difference (paired bootstrap)…", max_entries=32)
+def _paired(dir_a: str, mtime_a: float, dir_b: str, mtime_b: float, split: str,
+            level: str | None) -> tuple[dict | None, str]:
+    """``(core.compare result as a dict, "")``, or ``(None, why the runs cannot be paired)``."""
+    try:
+        return compare.compare_runs(dir_a, dir_b, split=split, n_bootstrap=N_BOOTSTRAP, level=level).to_dict(), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def significance_table(base_dir: str, others: dict[str, str], split: str, level: str | None) -> None:
+    """Is each run's difference from the baseline real? Paired bootstrap CI and McNemar's p per run."""
+    rows, refused = [], []
+    for rid, path in others.items():
+        got, why = _paired(base_dir, state.mtime(runs.RunDir(base_dir).predictions), path,
+                           state.mtime(runs.RunDir(path).predictions), split, level)
+        if got is None:
+            refused.append(why)
+            continue
+        block = got["levels"].get(level, got) if got.get("levels") and level else got
+        for name, m in block["metrics"].items():
+            rows.append({"run": rid, "metric": compare.METRIC_LABELS.get(name, name), "Δ (run − baseline)": m["delta"],
+                         "CI low": m["ci_low"], "CI high": m["ci_high"],
+                         "McNemar p": block.get("mcnemar_p") if name == "accuracy" else None,
+                         "real difference?": "yes" if m["significant"] else "no: the interval includes 0"})
+        st.caption(esc(got["verdict"]))
+    for why in refused:
+        st.warning(f"No significance test: {esc(why)}")
+    if rows:
+        df = pd.DataFrame(rows)
+        num = ["Δ (run − baseline)", "CI low", "CI high"]
+        st.dataframe(df.style.format("{:+.4f}", subset=num, na_rep="n/a").format("{:.3g}", subset=["McNemar p"],
+                                                                                na_rep="—"),
+                     width="stretch", hide_index=True, key="ev_compare_significance")
+        st.caption(f"95 % intervals from {N_BOOTSTRAP} paired bootstrap resamples of the same test rows; "
+                   "McNemar's exact test on the samples exactly one run gets right. Same as "
+                   "`python -m core compare BASELINE RUN`.")
 
 
 def _single_view(pred: runs.Predictions, level: str | None) -> dict:
@@ -517,6 +556,8 @@ def compare_tab(run_dir: str, split: str, level: str | None, *, multilabel: bool
                  .map(_color_delta, subset=deltas), width="stretch",
                  key="ev_compare_overall")
     others = [r for r in cmp.runs if r != base]
+    st.markdown("**Is the difference real?**")
+    significance_table(str(paths[base]), {r: str(paths[r]) for r in others}, split, level)
     other = st.selectbox("Per-class change of", others, key="ev_compare_other") if len(others) > 1 else others[0]
     a, b = st.columns([2, 3])
     a.plotly_chart(charts.metric_deltas(cmp.per_class[f"delta_f1_{other}"], name=f"Δ F1 ({other} − {base})",

@@ -170,6 +170,15 @@ def test_multilabel_and_hierarchical_runs_compare_per_metric_and_per_level(tmp_p
     assert h.metrics == h.levels["article"][0] and h.mcnemar == h.levels["article"][1]
     out = h.to_dict()
     assert set(out["levels"]) == {"master", "article"} and out["mcnemar_p"] == h.levels["article"][1].p_value
+    # a flat run on the leaf classes against the hierarchy's leaf level (flat vs separate, say)
+    flat_pred = _noisy(rng, art, 0.9, 3)
+    _single_run(tmp_path / "flat", art, flat_pred, ids=ids, classes=HIER["level_classes"]["article"])
+    mixed = compare.compare_runs(tmp_path / "ha", tmp_path / "flat", n_bootstrap=300)
+    assert mixed.task == "hierarchical vs multiclass" and "level 'article'" in mixed.note
+    assert mixed.mcnemar == compare.mcnemar_exact(
+        runs.read_predictions(tmp_path / "ha").level_pred["article"] == art, flat_pred == art)
+    coarse = compare.compare_runs(tmp_path / "flat", tmp_path / "ha", level="article", n_bootstrap=300)
+    assert coarse.metrics["accuracy"].delta == pytest.approx(-mixed.metrics["accuracy"].delta)
 
 
 def test_cli_compare_prints_json_with_deltas_intervals_and_mcnemar(tmp_path):

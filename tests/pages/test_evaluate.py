@@ -240,6 +240,16 @@ def test_compare_runs_side_by_side(demo_home, demo_run, demo_multiclass_run):
             skm.accuracy_score(df[f"{prefix}true"], df[f"{prefix}pred"]))
     assert overall.loc["macro_f1", f"delta_{other}"] == pytest.approx(
         overall.loc["macro_f1", other] - overall.loc["macro_f1", chosen[0]])
+    sig = _frame_with(at, "McNemar p")  # is the difference real? the same numbers as `core compare`
+    from core import compare
+    ref = compare.compare_runs(demo_home.runs_dir / chosen[0], demo_home.runs_dir / other,
+                               n_bootstrap=1000).to_dict()
+    row = sig[(sig["run"] == other) & (sig["metric"] == "macro F1")].iloc[0]
+    assert row["Δ (run − baseline)"] == pytest.approx(ref["metrics"]["macro_f1"]["delta"])
+    assert (row["CI low"], row["CI high"]) == pytest.approx((ref["metrics"]["macro_f1"]["ci_low"],
+                                                             ref["metrics"]["macro_f1"]["ci_high"]))
+    acc = sig[(sig["run"] == other) & (sig["metric"] == "accuracy")].iloc[0]
+    assert acc["McNemar p"] == pytest.approx(ref["mcnemar_p"])
     per_class = _frame_with(at, f"delta_f1_{other}")
     deltas = per_class[f"delta_f1_{other}"].abs().to_numpy(float)
     assert list(deltas) == sorted(deltas, reverse=True)  # the biggest changes first
