@@ -13,6 +13,11 @@ SHARED = REPO.parent / "shared"
 DATASETS = SHARED / "datasets"
 WEIGHTS = SHARED / "weights" / "keras"
 
+# Debian's chromium, driven by Playwright (browsers cannot be downloaded here): see ../shared/notes/streamlit.md.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
 # Quiet TensorFlow's C++ start-up chatter in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # No background UMAP warm-up (ui/warmup.py) in test processes and test servers: it would compete for the CPUs.
@@ -54,6 +59,30 @@ def loupe_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LOUPE_HOME", str(home))
     return home
+
+
+# ---------------------------------------------------------------------------
+# A real browser (tests/e2e, and the server-kill fault in tests/reliability)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (no cookies, no storage) and one page in it."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
 
 
 # ---------------------------------------------------------------------------

@@ -330,7 +330,8 @@ def review_queue(issues: pd.DataFrame, active: pd.DataFrame) -> None:
                          key="unloaded_table")
             st.caption("Fix or delete these files; there is nothing to decide for them.")
         queue = queue.drop(index=unloaded.index).reset_index(drop=True)
-    decisions_ = {str(s): (a, n) for s, a, n in zip(active["sample_id"], active["action"], active["new_label"])}
+    decisions_ = {str(s): (a, n if isinstance(n, str) else None)  # keep / exclude have no label (NaN)
+                  for s, a, n in zip(active["sample_id"], active["action"], active["new_label"])}
     c1, c2, c3 = st.columns([2, 2, 6])
     size = c1.selectbox("Per page", PAGE_SIZES, index=0, key="q_page_size")
     n_pages = max(1, -(-len(queue) // size))

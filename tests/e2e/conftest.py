@@ -8,7 +8,7 @@ repo root: look at them.
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 - the browser fixtures live in tests/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def pytest_collection_modifyitems(items):
@@ -38,15 +37,15 @@ def _free_port() -> int:
 
 
 class AppServer:
-    """A running `streamlit run app.py` with its own workspace."""
+    """A running `streamlit run app.py` with its own workspace (``port``: a free one unless given)."""
 
-    def __init__(self, home: Path, log: Path, extra_env: dict | None = None):
+    def __init__(self, home: Path, log: Path, extra_env: dict | None = None, port: int | None = None):
         self.home = home
         self.log = log
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "LOUPE_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
-        self._log_fh = open(log, "wb")
+        self._log_fh = open(log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.fileWatcherType", "none", "--server.port", str(self.port),
@@ -66,6 +65,13 @@ class AppServer:
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError(f"streamlit not healthy after {timeout}s:\n{self.log.read_text(errors='replace')}")
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (no shutdown, no cleanup), then reap it."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # start_new_session: the group is the server's own
+        self.proc.wait(timeout=30)
+        self._log_fh.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -97,24 +103,6 @@ def app_server(tmp_path_factory):
     server = start_server(home, home.parent / "streamlit.log")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:

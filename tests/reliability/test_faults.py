@@ -1,6 +1,8 @@
-"""Faults: a killed worker, concurrent launches, a read-only or full workspace, corrupt run files.
+"""Faults: a killed worker, a server killed mid-review, concurrent launches, a read-only or full
+workspace, corrupt run files.
 
-Real failures only: ``kill -9`` of a real worker process, a real tmpfs that is full or
+Real failures only: ``kill -9`` of a real worker process and of the real ``streamlit run`` server
+while Chromium's click is being handled, a real tmpfs that is full or
 mounted read-only (when this machine lets the test mount one; otherwise the kernel's
 per-process file-size limit ``RLIMIT_FSIZE`` makes the same writes fail for real), a
 workspace path that cannot be a folder, bytes really written into run files.
@@ -12,19 +14,22 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import datasets, jobs, models, runs
+from core import audit, datasets, demo, jobs, models, review, runs
 from core.workspace import WorkspaceError, home
 
-from tests.conftest import colour_squares, tiny_train_config, wait_for, worker_log
+from tests.conftest import CHROMIUM, colour_squares, demo_dataset_id, tiny_train_config, wait_for, worker_log
+from tests.e2e.conftest import assert_no_exception, screenshot, start_server, wait_for_app
 from tests.reliability.conftest import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -313,40 +318,160 @@ def test_read_only_workspace_refuses_writes_with_a_clear_message_and_still_reads
 # The server dies during review: every decision made before is there
 # ---------------------------------------------------------------------------
 
-_REVIEW_SCRIPT = r"""
-import os, signal, sys
-from core import review
-from core.workspace import home
-ws = home(sys.argv[1])
-ds_id = sys.argv[2]
-sids = sys.argv[3].split("|")
-for i, sid in enumerate(sids):          # one click = one committed decision (what views/clean.py does)
-    action = ("exclude", "keep", "relabel")[i % 3]
-    review.record_decisions(ws, ds_id, [dict(sample_id=sid, action=action,
-                                             new_label="dog" if action == "relabel" else None)])
-    print(f"clicked {sid}", flush=True)
-os.kill(os.getpid(), signal.SIGKILL)    # the server is killed: no clean shutdown, no close()
-"""
+def _queue_order(ws, ds) -> list[str]:
+    """The samples of the Clean page's review queue with its default filters (every detector, pending),
+    in display order, before any decision: each flagged sample once, at its first flag; never-loaded files out."""
+    issues = audit.load_audit(ws, ds.dataset_id).issues
+    loaded = set(ds.samples["sample_id"].astype(str))
+    order = issues["sample_id"].astype(str).drop_duplicates()
+    return [s for s in order if s in loaded]
 
 
-def test_decisions_survive_the_server_being_killed_mid_review(corpus, tmp_path):
-    from core import review
+def _rows(con: sqlite3.Connection) -> int:
+    return con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+
+def _click_and_see_saved(page, click, message: str) -> None:
+    """Click, then wait until the page says the decision was saved and the rerun has finished."""
+    click()
+    page.get_by_text(message, exact=False).first.wait_for(timeout=90_000)
+    wait_for_app(page, timeout=90_000)
+    assert_no_exception(page)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                    reason=f"Debian's chromium is missing at {CHROMIUM} (`make browser` installs it)")
+def test_decisions_survive_the_server_being_killed_mid_review(page, tmp_path):
+    """The real `streamlit run` server is SIGKILLed (its whole process group) while it handles a review
+    click from Chromium; restarted on the same workspace, it has every decision and shows them.
+
+    Three clicks on the Clean page's queue (exclude, keep, relabel through the card's popover) each
+    complete: the page says "<action> · <sample>" and its rerun finishes. Then "Exclude all 12" is
+    clicked and the server is killed *mid-click*, which here means: after the click's callback has
+    committed its batch to SQLite (the test polls the database every 2 ms from the click on and kills
+    at the first new row) and while the script run that click started is still rendering the page
+    (that rerun takes about a second here; the kill lands some 25 ms after the click, and the test
+    checks that the browser still shows the old "Excluded" count, i.e. the rerun never finished).
+    Earlier than the commit no row exists yet, so the only other honest outcome, a kill before the
+    server got to the write, leaves the batch wholly absent; both are accepted, a torn batch is not.
+    """
+    from playwright.sync_api import expect
 
     ws = home(tmp_path / "ws").ensure()
-    ds = datasets.load_dataset(datasets.DatasetSpec(path=str(corpus.table), labels=str(corpus.csv["bom"])),
-                               workspace=ws)
-    sids = [s for s in ds.samples["sample_id"] if "cat" in s][:3]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _REVIEW_SCRIPT, str(ws.root), ds.dataset_id, "|".join(sids)],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == -signal.SIGKILL and proc.stdout.count("clicked") == 3, proc.stderr
-    # "restart": a fresh process state reads the same workspace
-    got = review.decisions(home(tmp_path / "ws"), ds.dataset_id).sort_values("decision_id")
-    assert list(got["sample_id"]) == sids and list(got["action"]) == ["exclude", "keep", "relabel"]
-    eff = review.effective_labels(ds, ws).set_index("sample_id")
-    assert eff.loc[sids[2], "label"] == "dog"
-    with ws.connect() as con:
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    demo.ensure_demo_dataset(ws)
+    ds = datasets.open_dataset(ws, demo_dataset_id(ws))
+    fast = [d for d in audit.DETECTORS if d not in ("near_duplicate", "label_issue")]  # the slow two
+    audit.audit_dataset(ds, workspace=ws, config=audit.AuditConfig(enabled=fast))
+    queue = _queue_order(ws, ds)
+    pos = {sid: i for i, sid in enumerate(ds.samples["sample_id"].astype(str))}
+    excluded, kept, relabelled, batch = queue[0], queue[1], queue[2], queue[3:15]
+    leaf = ds.label_columns[-1]
+    new_label = next(c for c in ds.schema.classes[leaf] if c != str(ds.samples.iloc[pos[relabelled]][leaf]))
+
+    log = tmp_path / "streamlit.log"
+    server = start_server(ws.root, log)
+    restarted = None
+    con = None
+    try:
+        page.goto(server.url + "/clean")
+        wait_for_app(page, timeout=180_000)
+        page.locator(f".st-key-exclude_{pos[excluded]} button").wait_for(timeout=120_000)
+        assert_no_exception(page)
+
+        # three clicks that complete: each is saved and shown before the next one
+        _click_and_see_saved(page, page.locator(f".st-key-exclude_{pos[excluded]} button").click,
+                             f"exclude · {excluded}")
+        _click_and_see_saved(page, page.locator(f".st-key-keep_{pos[kept]} button").click, f"keep · {kept}")
+        relabel = page.get_by_role("button", name="Relabel…", exact=True).first  # the first pending card's
+        relabel.click()
+        picker = page.locator(f"[data-testid='stPopoverBody'] .st-key-pick_{pos[relabelled]}")
+        picker.get_by_role("combobox").click()
+        page.get_by_role("option", name=new_label, exact=True).click()
+        # the choice reruns the page, which drops the "keep · ..." message and may close the popover
+        page.get_by_text(f"keep · {kept}").wait_for(state="detached", timeout=90_000)
+        wait_for_app(page, timeout=90_000)
+        if not picker.is_visible():
+            relabel.click()
+        expect(picker.get_by_role("combobox")).to_have_value(new_label, timeout=30_000)
+        _click_and_see_saved(page, page.locator(f".st-key-pick_apply_{pos[relabelled]} button").click,
+                             f"relabel · {relabelled} → {new_label}")
+        page.keyboard.press("Escape")  # close the popover
+
+        # the page now lists the next 12 pending samples: "Exclude all 12" is one click, one transaction
+        for sid in batch:
+            assert page.locator(f".st-key-exclude_{pos[sid]} button").count() == 1, sid
+        con = sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True, timeout=30)
+        before = _rows(con)
+        assert before == 3
+        page.locator(".st-key-bulk_exclude button").click()  # returns once the click is dispatched
+        t0 = time.monotonic()
+        while _rows(con) == before and time.monotonic() - t0 < 60:
+            time.sleep(0.002)
+        seen = _rows(con)  # a reader sees a transaction whole: 3 or 15 rows, nothing in between
+        server.kill()
+        after_s = time.monotonic() - t0
+        assert seen in (before, before + len(batch)), seen
+        assert seen > before, f"the click's batch never reached SQLite within {after_s:.0f} s"
+        # mid-click: the rerun the click started had not rendered its metrics in the browser yet
+        assert _metric(page, "Excluded") == "1", f"the click's rerun had finished {after_s:.3f} s after the click"
+        con.close()
+        con = None
+
+        # restart on the same workspace and port; reload the page in the same browser tab
+        restarted = start_server(ws.root, log, port=server.port)
+        page.reload()
+        wait_for_app(page, timeout=180_000)
+        page.locator(".st-key-bulk_exclude").wait_for(timeout=120_000)
+        assert_no_exception(page)
+
+        # the decision log: the three completed clicks exactly, and the in-flight batch whole or absent
+        log_df = review.decisions(home(ws.root), ds.dataset_id).sort_values("decision_id")
+        done = log_df.head(3)
+        assert list(done["sample_id"]) == [excluded, kept, relabelled]
+        assert list(done["action"]) == ["exclude", "keep", "relabel"]
+        assert done["new_label"].isna().tolist() == [True, True, False] and done["new_label"].iloc[2] == new_label
+        assert done["label_column"].iloc[2] == leaf
+        flight = log_df.iloc[3:]
+        assert len(flight) in (0, len(batch)), f"torn batch: {len(flight)} of {len(batch)} rows"
+        if len(flight):
+            assert sorted(flight["sample_id"]) == sorted(batch)
+            assert set(flight["action"]) == {"exclude"} and flight["created_at"].nunique() == 1
+            assert flight["detector"].notna().all() and flight["undone_at"].isna().all()
+        eff = review.effective_labels(ds, home(ws.root)).set_index("sample_id")
+        assert eff.loc[relabelled, leaf] == new_label
+        with home(ws.root).connect() as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+        # ... and the restarted page shows them
+        n_excluded = 1 + len(flight)
+        assert _metric(page, "Excluded") == str(n_excluded)
+        assert _metric(page, "Relabelled") == "1"
+        assert _metric(page, "Reviewed") == str(3 + len(flight))
+        page.locator(".st-key-q_status").get_by_role("radio", name="decided").click()
+        page.locator(f".st-key-keep_{pos[excluded]}").wait_for(timeout=90_000)
+        wait_for_app(page, timeout=90_000)
+        assert_no_exception(page)
+        for sid, badge in ((excluded, "✖ excluded"), (kept, "✔ kept"), (relabelled, f"✎ relabelled → {new_label}")):
+            card = page.locator("[data-testid='stVerticalBlock']").filter(
+                has=page.locator(f".st-key-keep_{pos[sid]}")).filter(has_text=Path(sid).name).last
+            assert badge in card.inner_text() and "→ nan" not in card.inner_text(), (sid, card.inner_text())
+        page.get_by_text(f"{3 + len(flight)} sample(s) match").wait_for(timeout=30_000)  # every decided one
+        page.locator(".st-key-bulk_exclude").scroll_into_view_if_needed()
+        shot = screenshot(page, "faults_restarted_after_kill_mid_review")
+        assert shot.stat().st_size > 10_000
+    finally:
+        if con is not None:
+            con.close()
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
 def test_atomic_writes_leave_whole_files_with_ordinary_permissions(tmp_path):
