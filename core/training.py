@@ -216,6 +216,46 @@ class TrainConfig:
 FEATURE_WARMUP_LIMIT_BYTES = 2 * 2**30
 #: Inverse L2 strengths tried for a linear-probe head (``probe_head``), picked on the validation split.
 PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: Folds of the cross-validation that picks the probe's C on the training split.
+PROBE_FOLDS = 3
+
+
+def _probe_folds(y_train: np.ndarray, *, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds of the training rows for picking C, or ``[]`` when too few images per class."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y_train)
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.max() < PROBE_FOLDS or len(y_train) < 2 * PROBE_FOLDS:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class with fewer images than folds: scikit-learn warns, and copes
+        return list(StratifiedKFold(PROBE_FOLDS, shuffle=True, random_state=seed).split(y_train, y_train))
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float, class_weight):
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny sets
+        return LogisticRegression(C=c, max_iter=1000, class_weight=class_weight).fit(x, y)
+
+
+def _probe_coefs(clf, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted logistic regression as ``(coef (k, d), intercept (k,))`` over all ``k`` classes."""
+    coef = np.zeros((k, clf.coef_.shape[1]))
+    intercept = np.full(k, -30.0)  # classes absent from the training rows: never predicted
+    present = clf.classes_.astype(np.int64)
+    if len(present) == 2 and clf.coef_.shape[0] == 1:  # binary: logits (0, z) give sigmoid(z)
+        coef[present[1]], intercept[present] = clf.coef_[0], (0.0, clf.intercept_[0])
+    else:
+        coef[present], intercept[present] = clf.coef_, clf.intercept_
+    return coef, intercept
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
 
 
 @contextlib.contextmanager
@@ -1379,6 +1419,7 @@ class _Trainer:
             return cbs
 
         pretrained = cfg.model != "cnn" and not self.weights_used.startswith("random")
+        self._warmup_name = "frozen warm-up"  # "linear probe" once _fit_probe_head writes one
         phases = [(0, cfg.epochs)]
         if cfg.fine_tune_layers and pretrained:
             phases = [(0, max(1, cfg.warmup_epochs)), (max(1, cfg.warmup_epochs), cfg.epochs)]
@@ -1421,8 +1462,8 @@ class _Trainer:
                 cbs.append(average)
             model.fit(train_ds, epochs=end, initial_epoch=start, callbacks=cbs, verbose=0, shuffle=False,
                       class_weight=class_weight)
-            if average is not None:
-                self._use_average(model, recorder, average, checkpoint=checkpoint)
+            if i == 1:
+                self._choose_final(model, recorder, average, checkpoint=checkpoint)
         self.train_seconds += recorder.train_seconds
         self.images_seen += recorder.images_seen
         if recorder.best_weights is not None:
@@ -1468,12 +1509,13 @@ class _Trainer:
                         strategy, class_weight) -> None:
         """The frozen warm-up as a linear probe: logistic regression on standardized backbone features.
 
-        C is picked from :data:`PROBE_CS` on the validation split by the run's monitor; the
-        winner is written exactly into the model's head (:func:`core.models.set_linear_head`)
-        and recorded as one warm-up epoch (metrics, checkpoint of the whole model).
+        C is picked from :data:`PROBE_CS` by the run's monitor on out-of-fold predictions of
+        a :data:`PROBE_FOLDS`-fold cross-validation of the training split (on val only when a
+        split is too small to fold), so the probe's val score is as unbiased as any later
+        epoch's; the winner is written exactly into the model's head
+        (:func:`core.models.set_linear_head`) and recorded as one warm-up epoch (metrics,
+        checkpoint of the whole model).
         """
-        from sklearn.linear_model import LogisticRegression
-
         from core import models
 
         cfg = self.config
@@ -1493,27 +1535,33 @@ class _Trainer:
         scale = np.sqrt(f_train.var(axis=0, dtype=np.float64) + max(eps, 1e-6))
         x_train, x_val = (f_train - mean) / scale, (f_val - mean) / scale
         key = cfg.monitor[len("val_"):]
+        better = (lambda a, b: a < b) if key == "loss" else (lambda a, b: a > b)  # noqa: E731
+        folds = _probe_folds(y_train, seed=cfg.seed)
         best = None
         for c in PROBE_CS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny sets
-                clf = LogisticRegression(C=c, max_iter=1000, class_weight=class_weight).fit(x_train, y_train)
-            coef = np.zeros((k, x_train.shape[1]))
-            intercept = np.full(k, -30.0)  # classes absent from the training split: never predicted
-            present = clf.classes_.astype(np.int64)
-            if len(present) == 2 and clf.coef_.shape[0] == 1:  # binary: logits (0, z) give sigmoid(z)
-                coef[present[1]], intercept[present] = clf.coef_[0], (0.0, clf.intercept_[0])
+            if folds:  # C by cross-validation on the training split: val stays unseen until the final choice
+                oof = np.zeros((len(y_train), k))
+                for fit_rows, held in folds:
+                    w, b = _probe_coefs(_fit_logistic(x_train[fit_rows], y_train[fit_rows], c, class_weight), k)
+                    oof[held] = _softmax(x_train[held] @ w.T + b)
+                value = evaluate_predictions(metric_task, y_train, oof)[key]
             else:
-                coef[present], intercept[present] = clf.coef_, clf.intercept_
-            logits = x_val @ coef.T + intercept
-            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs /= probs.sum(axis=1, keepdims=True)
-            value = evaluate_predictions(metric_task, ctx.val_y, probs)[key]
-            if best is None or (value < best[0] if key == "loss" else value > best[0]):
-                best = (value, c, coef, intercept)
+                value = None
+            if folds and best is not None and not better(value, best[0]):
+                continue
+            clf = _fit_logistic(x_train, y_train, c, class_weight)
+            coef, intercept = _probe_coefs(clf, k)
+            if not folds:  # too few images per class to hold any out: picked on val, as before
+                value = evaluate_predictions(metric_task, ctx.val_y, _softmax(x_val @ coef.T + intercept))[key]
+                if best is not None and not better(value, best[0]):
+                    continue
+            best = (value, c, coef, intercept)
         _value, c, coef, intercept = best
+        how = (f"{len(folds)}-fold cross-validation on the train split ({key} {_value:.4f} out of fold)" if folds
+               else f"val ({cfg.monitor} {_value:.4f}; too few train images per class to cross-validate)")
         models.set_linear_head(model, coef, intercept, mean, scale)
-        self.log(f"{ctx.stage}: linear probe C={c:g} picked on val ({cfg.monitor} {_value:.4f})")
+        self.log(f"{ctx.stage}: linear probe C={c:g} picked by {how}")
+        self._warmup_name = "linear probe"
         fit_s = time.perf_counter() - t0
         train_probs = head.predict(f_train, verbose=0, batch_size=1024)
         train_eval = evaluate_predictions(metric_task, y_train, train_probs)
@@ -1524,34 +1572,81 @@ class _Trainer:
             recorder._t0 -= fit_s  # the epoch's time is the feature pass and the probe's fits
             recorder.on_epoch_end(start, {"loss": train_eval["loss"], "accuracy": train_eval["accuracy"]})
 
-    def _use_average(self, model, recorder, average, *, checkpoint: Path) -> None:
-        """After fine-tuning: the model becomes the average of the averaged epochs' weights (evaluated
-        on val, recorded, checkpointed) unless the run was stopped or fewer than 2 epochs were averaged."""
-        from core import models
-
+    def _average_candidate(self, model, recorder, average) -> tuple[dict, list] | None:
+        """The averaged fine-tuning weights and their val record, or None (stopped, < 2 epochs, non-finite)."""
         ctx = recorder.ctx
-        if self.stop.requested:
-            return
+        if average is None or self.stop.requested:
+            return None
         if average.count < 2:
             self.log(f"{ctx.stage}: weight averaging skipped ({average.count} fine-tuning epoch to average)")
-            return
+            return None
         weights = average.weights()
         if not all(np.all(np.isfinite(w)) for w in weights if np.issubdtype(w.dtype, np.floating)):
             self.log(f"{ctx.stage}: weight averaging skipped (non-finite weights)")
-            return
+            return None
+        kept = model.get_weights()
         model.set_weights(weights)
-        probs = model.predict(ctx.val_ds, verbose=0)
-        val = evaluate_predictions(ctx.metric_task, ctx.val_y, probs)
+        val = evaluate_predictions(ctx.metric_task, ctx.val_y, model.predict(ctx.val_ds, verbose=0))
+        model.set_weights(kept)
         first, last = average.epochs[0], average.epochs[-1]
-        record = {"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
-                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                  "time": time.time()}
-        recorder.append(record)
-        models.save_model(model, checkpoint)
-        recorder.best_weights = model.get_weights()
-        recorder.best_value, recorder.best_epoch = float(record[ctx.monitor]), last
-        self.log(f"{ctx.stage}: final model = average of the weights of epochs {first}-{last} "
-                 f"({ctx.monitor} {recorder.best_value:.4f})")
+        return ({"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
+                 "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                 "time": time.time()}, weights)
+
+    def _choose_final(self, model, recorder, average, *, checkpoint: Path) -> None:
+        """After fine-tuning: the final model is whichever of the warm-up (linear probe), the best
+        fine-tuning epoch and the weight average scores best on val by the monitor (ties keep the
+        earlier), so it is never worse on val than its warm-up; a ``kind == "selection"`` line in
+        metrics.jsonl records the candidates, the choice and why."""
+        from core import models
+
+        ctx = recorder.ctx
+        monitor = ctx.monitor
+        lower = monitor == "val_loss"
+        mine = [r for r in recorder.history if r.get("stage") == ctx.stage and _finite(r.get(monitor))]
+
+        def best_of(phase: str) -> dict | None:
+            rows = [r for r in mine if r.get("phase") == phase]
+            return (min if lower else max)(rows, key=lambda r: r[monitor]) if rows else None  # first of ties
+
+        warm, tuned = best_of("frozen warm-up"), best_of("fine-tuning")
+        warm_name = self._warmup_name
+        candidates = []
+        if warm is not None:
+            candidates.append({"name": warm_name, "epoch": warm["epoch"], "value": float(warm[monitor])})
+        if tuned is not None:
+            candidates.append({"name": "best fine-tuning epoch", "epoch": tuned["epoch"],
+                               "value": float(tuned[monitor])})
+        avg = self._average_candidate(model, recorder, average)
+        if avg is not None:
+            record, weights = avg
+            recorder.append(record)
+            if _finite(record[monitor]):
+                candidates.append({"name": "weight average", "epoch": record["epoch"],
+                                   "epochs_averaged": record["epochs_averaged"], "value": float(record[monitor])})
+        if not candidates:
+            return
+        chosen = candidates[0]
+        for cand in candidates[1:]:
+            if cand["value"] < chosen["value"] if lower else cand["value"] > chosen["value"]:
+                chosen = cand
+        others = ", ".join(f"{c['name']} {c['value']:.4f}" for c in candidates if c is not chosen)
+        reason = (f"{chosen['name']} has the best {monitor} ({chosen['value']:.4f})"
+                  + (f"; {others}" if others else ""))
+        if chosen["name"] == "weight average":
+            model.set_weights(weights)
+            models.save_model(model, checkpoint)
+            recorder.best_weights = model.get_weights()
+        elif recorder.best_weights is not None:
+            # the recorder checkpointed the best epoch over both phases: the warm-up's or a fine-tuning one
+            model.set_weights(recorder.best_weights)
+        recorder.best_value, recorder.best_epoch = chosen["value"], chosen["epoch"]
+        recorder.append({"kind": "selection", "stage": ctx.stage, "monitor": monitor, "chosen": chosen["name"],
+                         "epoch": chosen["epoch"], "epochs_averaged": chosen.get("epochs_averaged"),
+                         "candidates": candidates, "reason": reason, "time": time.time()})
+        self.log(f"{ctx.stage}: final model = {chosen['name']}"
+                 + (f" of epochs {chosen['epochs_averaged'][0]}-{chosen['epochs_averaged'][1]}"
+                    if chosen.get("epochs_averaged") else f" (epoch {chosen['epoch']})") + f", chosen on val: {reason}")
 
     def _features_fit(self, model, n: int) -> bool:
         """Whether ``n`` images' backbone features fit in :data:`FEATURE_WARMUP_LIMIT_BYTES` of RAM."""

@@ -11,7 +11,10 @@ Streamlit. Vocabulary of ``metrics.jsonl`` rows (written by :mod:`core.training`
   (the live loss line);
 * ``kind == "alert"``: a health alert raised mid-epoch (NaN loss);
 * ``kind == "average"``: ``stage, epoch, epochs_averaged [first, last], val_loss,
-  val_accuracy, val_macro_f1``: the stage's final model averages those epochs' weights.
+  val_accuracy, val_macro_f1``: the weights of those fine-tuning epochs averaged;
+* ``kind == "selection"``: ``stage, monitor, chosen, epoch, epochs_averaged, candidates,
+  reason``: which of the warm-up (linear probe), the best fine-tuning epoch and the
+  average became the stage's final model, chosen on val (runs before it: the average).
 
 A "stage" is one model of a run: ``main``, or for a hierarchical "separate" run
 ``primary`` then ``sub:<category>`` per primary category.
@@ -108,11 +111,25 @@ def curve_frame(metrics: pd.DataFrame, *, stage: str | None = None,
     return out
 
 
-def _average_row(metrics: pd.DataFrame, stage: str | None) -> dict | None:
-    """The stage's ``kind == "average"`` record (weights averaged over fine-tuning epochs), or None."""
+def final_choice(metrics: pd.DataFrame, *, stage: str | None = None) -> dict | None:
+    """The stage's ``kind == "selection"`` record (``chosen``, ``epoch``, ``candidates``, ``reason``), or None."""
     if stage is None:
         st = stages(metrics)
         stage = st[-1] if st else None
+    rows = _stage_rows(metrics, "selection", stage)
+    if rows.empty or "chosen" not in rows.columns:
+        return None
+    return rows.iloc[-1].to_dict()
+
+
+def _average_row(metrics: pd.DataFrame, stage: str | None) -> dict | None:
+    """The stage's ``kind == "average"`` record when the averaged weights are its final model, or None."""
+    if stage is None:
+        st = stages(metrics)
+        stage = st[-1] if st else None
+    choice = final_choice(metrics, stage=stage)
+    if choice is not None and choice.get("chosen") != "weight average":
+        return None
     rows = _stage_rows(metrics, "average", stage)
     if rows.empty or "epochs_averaged" not in rows.columns:
         return None
@@ -226,8 +243,11 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
             i = vals[ok].idxmin() if monitor == "val_loss" else vals[ok].idxmax()
             y = float(vals[i]) if monitor != "val_loss" else None
             x = float(epochs.at[i, "x"])
+            choice = final_choice(metrics, stage=stage)
+            label = (f"final model: {choice['chosen']}" if choice is not None and isinstance(choice.get("chosen"), str)
+                     else f"best {monitor}")
             if y is not None:
-                fig.add_scatter(x=[x], y=[y], mode="markers", name=f"best {monitor}",
+                fig.add_scatter(x=[x], y=[y], mode="markers", name=label,
                                 marker=dict(symbol="star", size=16, color=BEST_COLOR),
                                 hovertemplate=f"best {monitor}: %{{y:.4f}} at epoch %{{x:.0f}}<extra></extra>")
             else:

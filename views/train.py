@@ -432,10 +432,15 @@ def live_view(run_path: str) -> None:
         lines = [_metric_line(s, status.get(s) or {}) for s in ("val", "test")]
         lines = [ln for ln in lines if ln]
         span = tc.averaged_epochs(metrics) if not metrics.empty else None
+        choice = tc.final_choice(metrics) if not metrics.empty else None
         if lines:
             kept = (f"final model: the average of epochs {span[0]}-{span[1]}" if span
+                    else f"final model: the {esc(choice['chosen'])} (epoch {esc(choice['epoch'])})" if choice
                     else f"best epoch {esc(status.get('best_epoch'))}")
             st.markdown(" · ".join(lines) + f" · {kept}")
+            if choice is not None and isinstance(choice.get("reason"), str):
+                st.caption(f"Chosen on val: {esc(choice['reason'])}. The final model is never worse on val than "
+                           "its warm-up.")
     if metrics.empty:
         st.info("No metrics yet: the worker is " + ("waiting in the queue." if run_state == "queued" else
                                                     "loading the data and building the model."))

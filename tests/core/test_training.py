@@ -391,17 +391,27 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     lrs = list(epochs["lr"])
     assert lrs[1] == pytest.approx(lrs[0] * 0.03, rel=1e-3)  # fine-tuning runs at lr * fine_tune_lr_factor
     assert lrs[1] == pytest.approx(lrs[-1], rel=1e-6)  # at a constant rate (no plateau halving in the recipe)
-    # the warm-up was a linear probe on backbone features computed once (C picked on val); fine-tuning reads images
+    # the warm-up was a linear probe on backbone features computed once, its C picked by cross-validation on
+    # the train split (val unseen); fine-tuning reads images
     assert "frozen warm-up = a linear probe on backbone features computed once" in proc.stderr
-    assert re.search(r"linear probe C=[0-9.]+ picked on val", proc.stderr)
+    assert re.search(r"linear probe C=[0-9.]+ picked by 3-fold cross-validation on the train split", proc.stderr)
     assert list(epochs["input"].fillna("images")) == ["backbone features", "images", "images", "images"]
     assert list(epochs["phase"]) == ["frozen warm-up"] + ["fine-tuning"] * 3  # what the live charts shade and mark
-    # the final model averages fine-tuning epochs 3-4 (after the first third); it is the checkpoint and it
-    # produced the run's val metrics
+    # the weights of fine-tuning epochs 3-4 (after the first third) are averaged; the final model is whichever of
+    # the probe, the best fine-tuning epoch and the average is best on val (never worse than the probe), and it
+    # is the checkpoint that produced the run's val metrics
     [avg] = metrics.query("kind == 'average'").to_dict("records")
-    assert avg["epochs_averaged"] == [3, 4] and result["best_epoch"] == 4
-    assert result["val"]["accuracy"] == pytest.approx(avg["val_accuracy"])
-    assert "final model = average of the weights of epochs 3-4" in proc.stderr
+    assert avg["epochs_averaged"] == [3, 4]
+    [sel] = metrics.query("kind == 'selection'").to_dict("records")
+    values = {c["name"]: c["value"] for c in sel["candidates"]}
+    assert set(values) == {"linear probe", "best fine-tuning epoch", "weight average"}
+    assert values["linear probe"] == pytest.approx(epochs.iloc[0]["val_macro_f1"])
+    assert values["best fine-tuning epoch"] == pytest.approx(epochs.iloc[1:]["val_macro_f1"].max())
+    assert values["weight average"] == pytest.approx(avg["val_macro_f1"])
+    assert values[sel["chosen"]] == max(values.values()) >= values["linear probe"]
+    assert result["best_epoch"] == sel["epoch"] and f"final model = {sel['chosen']}" in proc.stderr
+    chosen_row = avg if sel["chosen"] == "weight average" else epochs[epochs["epoch"] == sel["epoch"]].iloc[0]
+    assert result["val"]["accuracy"] == pytest.approx(chosen_row["val_accuracy"])
     model = models.load_model(runs.RunDir(out).model)  # the whole model (pixels in)
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
 

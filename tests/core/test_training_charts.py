@@ -159,3 +159,22 @@ def test_an_averaged_final_model_is_starred_instead_of_one_epoch():
     assert any("final model: average of epochs 2-3" in (a.text or "") for a in fig.layout.annotations)
     assert tc.curve_frame(m)["kind"].isin(["batch", "epoch"]).all()  # the record is not an epoch point
     assert tc.averaged_epochs(m) == (2, 3) and tc.averaged_epochs(_metrics()) is None
+
+
+def test_when_val_chose_the_probe_over_the_average_the_probe_epoch_is_starred():
+    m = _metrics(epochs=3)
+    best = int(pd.to_numeric(m.query("kind == 'epoch'")["val_macro_f1"]).idxmax())
+    epoch = int(m.loc[best, "epoch"])
+    m = pd.concat([m, pd.DataFrame([
+        {"kind": "average", "stage": "main", "epoch": 3, "epochs_averaged": [2, 3], "val_loss": 1.7,
+         "val_accuracy": 0.6, "val_macro_f1": 0.01},
+        {"kind": "selection", "stage": "main", "monitor": "val_macro_f1", "chosen": "linear probe", "epoch": epoch,
+         "epochs_averaged": None, "reason": "linear probe has the best val_macro_f1",
+         "candidates": [{"name": "linear probe", "epoch": epoch, "value": 0.9}]}])], ignore_index=True)
+    fig = tc.metric_figure(m, monitor="val_macro_f1")
+    names = [t.name for t in fig.data]
+    assert not any("average" in str(n) for n in names)  # the average was not kept: no star on it
+    [star] = [t for t in fig.data if t.name == "final model: linear probe"]
+    assert star.x[0] == float(epoch)
+    assert tc.averaged_epochs(m) is None and tc.final_choice(m)["chosen"] == "linear probe"
+    assert tc.curve_frame(m)["kind"].isin(["batch", "epoch"]).all()
