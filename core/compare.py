@@ -29,6 +29,7 @@ between the runs), are refused: their difference would mix model and data.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -219,12 +220,9 @@ def multilabel_scores(w: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, pro
         step = np.diff(np.c_[np.zeros(r), recall], axis=1)
         ap_j = (step * precision).sum(axis=1)
         ap[:, j] = np.where(pos > 0, ap_j, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no label is defined
-            return {"mean_average_precision": np.nanmean(ap, axis=1), "macro_f1": np.nanmean(f1, axis=1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a resample where no label is defined
+        return {"mean_average_precision": np.nanmean(ap, axis=1), "macro_f1": np.nanmean(f1, axis=1)}
 
 
 def _interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -214,7 +214,7 @@ class TrainConfig:
 
 #: The frozen warm-up trains on backbone features held in RAM up to this size, else on images.
 FEATURE_WARMUP_LIMIT_BYTES = 2 * 2**30
-#: Inverse L2 strengths tried for a linear-probe head (``probe_head``), picked on the validation split.
+#: Inverse L2 strengths tried for a linear-probe head (``probe_head``), picked by cross-validation on train.
 PROBE_CS = (0.01, 0.03, 0.1, 0.3, 1.0)
 #: Folds of the cross-validation that picks the probe's C on the training split.
 PROBE_FOLDS = 3
@@ -1535,28 +1535,25 @@ class _Trainer:
         scale = np.sqrt(f_train.var(axis=0, dtype=np.float64) + max(eps, 1e-6))
         x_train, x_val = (f_train - mean) / scale, (f_val - mean) / scale
         key = cfg.monitor[len("val_"):]
-        better = (lambda a, b: a < b) if key == "loss" else (lambda a, b: a > b)  # noqa: E731
         folds = _probe_folds(y_train, seed=cfg.seed)
-        best = None
-        for c in PROBE_CS:
-            if folds:  # C by cross-validation on the training split: val stays unseen until the final choice
-                oof = np.zeros((len(y_train), k))
-                for fit_rows, held in folds:
-                    w, b = _probe_coefs(_fit_logistic(x_train[fit_rows], y_train[fit_rows], c, class_weight), k)
-                    oof[held] = _softmax(x_train[held] @ w.T + b)
-                value = evaluate_predictions(metric_task, y_train, oof)[key]
-            else:
-                value = None
-            if folds and best is not None and not better(value, best[0]):
-                continue
-            clf = _fit_logistic(x_train, y_train, c, class_weight)
-            coef, intercept = _probe_coefs(clf, k)
+
+        def score(c: float) -> float:
+            """The monitor for C: out of fold on the training split, or on val when it cannot be folded."""
             if not folds:  # too few images per class to hold any out: picked on val, as before
-                value = evaluate_predictions(metric_task, ctx.val_y, _softmax(x_val @ coef.T + intercept))[key]
-                if best is not None and not better(value, best[0]):
-                    continue
-            best = (value, c, coef, intercept)
-        _value, c, coef, intercept = best
+                w, b = _probe_coefs(_fit_logistic(x_train, y_train, c, class_weight), k)
+                return evaluate_predictions(metric_task, ctx.val_y, _softmax(x_val @ w.T + b))[key]
+            oof = np.zeros((len(y_train), k))  # val stays unseen until the final choice
+            for fit_rows, held in folds:
+                w, b = _probe_coefs(_fit_logistic(x_train[fit_rows], y_train[fit_rows], c, class_weight), k)
+                oof[held] = _softmax(x_train[held] @ w.T + b)
+            return evaluate_predictions(metric_task, y_train, oof)[key]
+
+        _value, c = None, None
+        for candidate in PROBE_CS:  # ties keep the smaller C
+            value = score(candidate)
+            if _value is None or (value < _value if key == "loss" else value > _value):
+                _value, c = value, candidate
+        coef, intercept = _probe_coefs(_fit_logistic(x_train, y_train, c, class_weight), k)
         how = (f"{len(folds)}-fold cross-validation on the train split ({key} {_value:.4f} out of fold)" if folds
                else f"val ({cfg.monitor} {_value:.4f}; too few train images per class to cross-validate)")
         models.set_linear_head(model, coef, intercept, mean, scale)
