@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -45,6 +46,19 @@ def info(msg: str) -> None:
 # ---------------------------------------------------------------------------
 # Dataset options shared by inspect / audit / train
 # ---------------------------------------------------------------------------
+
+def run_path(arg: str, workspace: str | None) -> Path:
+    """A run given as a directory, or as a run id under the workspace's ``runs/``."""
+    from core.workspace import home
+
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        return path
+    candidate = home(workspace).runs_dir / arg
+    if "/" not in arg and candidate.is_dir():
+        return candidate
+    raise CLIError(f"{arg} is neither a run directory nor a run id under {home(workspace).runs_dir}")
+
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="dataset root: a folder of class folders, or the images folder for a labels table")

@@ -9,13 +9,21 @@ slashes, which JavaScript reads as the same strings).
 
 Sections, in order (:data:`SECTIONS`): model card, dataset, cleaning log, training curves,
 confusion matrix, per-class table, PR curves with the chosen thresholds, calibration,
-embedding map, out-of-distribution examples, most confident mistakes. Each section is
-built on its own: a piece that is missing (no review decisions, no embeddings module, an
-unreadable image) makes *that section* say so; the report is still written.
+embedding map, out-of-distribution examples, most confident mistakes; then, when another
+run is given (``compare_with``), the paired comparison with it (:mod:`core.compare`). Each
+section is built on its own: a piece that is missing (no review decisions, no embeddings
+module, an unreadable image) makes *that section* say so; the report is still written.
 
-Safety: every user-controlled string (class names, file names, dataset names, notes) is
-escaped with :func:`html.escape` before it reaches the HTML; strings inside figure JSON
-are encoded with ``<``, ``>``, ``&`` as ``\\uXXXX`` escapes, so a label such as
+HTML comes from the Jinja2 templates in ``core/templates/`` (``report.html.j2``, the
+document; ``report_macros.html.j2``, tables, notes, figures, thumbnail cards; one
+``sections/<key>.html.j2`` per section), rendered with autoescaping on.
+
+Safety: every user-controlled string (class names, file names, dataset names, notes)
+reaches the HTML only as a template variable, so it is escaped; :func:`esc`, the
+templates' finalize hook, also writes ``scheme://`` as ``scheme&#58;//``. The only values
+marked :class:`markupsafe.Markup` (inserted as they are) are this module's own: rendered
+templates, plotly.js, figure JSON and ``data:`` URIs. Strings inside figure JSON are
+encoded with ``<``, ``>``, ``&`` as ``\\uXXXX`` escapes, so a label such as
 ``</script><script>alert(1)</script>`` cannot end a ``<script>`` element, and they are
 HTML-escaped for plotly, which renders its text as SVG text (never as HTML).
 
@@ -26,6 +34,7 @@ HTML-escaped for plotly, which renders its text as SVG text (never as HTML).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import functools
 import html
@@ -39,13 +48,15 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup, escape
 
 from core import runs
 from core.workspace import Workspace, atomic_write_text
 
-#: Section keys, in report order.
+#: Section keys, in report order (the ``comparison`` section follows when another run is compared).
 SECTIONS = ("model_card", "dataset", "cleaning", "training", "confusion", "per_class", "pr_curves",
             "calibration", "embeddings", "ood", "mistakes")
 
@@ -65,12 +76,14 @@ MAX_MAP_COLOURS = 20
 MAX_FIGURE_CLASSES = 40
 MAX_LOG_ROWS = 300
 
+_TEMPLATES = Path(__file__).with_name("templates")
+
 ProgressFn = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
 class Section:
-    """One part of the report: ``body`` is trusted HTML built by this module (user text escaped)."""
+    """One part of the report: ``body`` is the Markup its template rendered (user text escaped)."""
 
     key: str
     title: str
@@ -98,6 +111,7 @@ class _Context:
     boxes: dict[str, tuple] = field(default_factory=dict)
     embeddings: Any = None
     embeddings_error: str = ""
+    compare_with: runs.RunDir | None = None  # run B of the comparison section
     facts: dict[str, Any] = field(default_factory=dict)  # gathered for the model card
     figure_count: int = 0
 
@@ -109,9 +123,12 @@ class _Context:
 _URL_RE = re.compile(r"(?i)(https?):(//)")
 
 
-def esc(text: Any) -> str:
-    """HTML-escape user text for element content and quoted attributes (also breaks ``scheme://``)."""
-    return _URL_RE.sub(r"\1&#58;//", html.escape("" if text is None else str(text), quote=True))
+def esc(text: Any) -> Markup:
+    """HTML-escaped user text (``None`` -> ""; Markup is not escaped again), ``scheme://`` written ``scheme&#58;//``.
+
+    The templates' finalize hook: every ``{{ value }}`` goes through it.
+    """
+    return Markup(_URL_RE.sub(r"\1&#58;//", str(escape("" if text is None else text))))
 
 
 def _plot_text(text: Any) -> str:
@@ -145,7 +162,7 @@ def plotly_js() -> str:
 
 
 # ---------------------------------------------------------------------------
-# small HTML helpers
+# templates
 # ---------------------------------------------------------------------------
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -168,42 +185,36 @@ def _pct(v: Any) -> str:
     return "n/a" if not math.isfinite(f) else f"{100 * f:.1f}%"
 
 
-def _p(text: str, cls: str = "") -> str:
-    return f'<p class="{cls}">{text}</p>' if cls else f"<p>{text}</p>"
+@functools.lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    """The templates of ``core/templates/``: autoescaped, strict (an unknown variable is an error), ``|fmt|pct``."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True, finalize=esc,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(fmt=_fmt, pct=_pct)
+    return env
 
 
-def _note(text: str) -> str:
-    return f'<p class="note">{text}</p>'
+def _render(name: str, **values: Any) -> Markup:
+    """Template ``name`` rendered with ``values`` (escaped by the template, hence Markup)."""
+    return Markup(_env().get_template(name).render(**values))
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], *, numeric: Sequence[bool] | None = None,
-           cls: str = "") -> str:
-    """An HTML table; every cell is escaped (pass pre-formatted strings)."""
-    numeric = list(numeric or [False] * len(header))
-    th = "".join(f'<th class="{"num" if n else ""}">{esc(h)}</th>' for h, n in zip(header, numeric))
-    body = []
-    for r in rows:
-        tds = "".join(f'<td class="{"num" if n else ""}">{esc(c)}</td>' for c, n in zip(r, numeric))
-        body.append(f"<tr>{tds}</tr>")
-    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+def _macros():
+    """The macros of ``report_macros.html.j2`` (``note``, ``figure``, ...), callable from Python; they return Markup."""
+    return _env().get_template("report_macros.html.j2").module
 
 
-def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(_fmt(v) if not isinstance(v, str) else v)}</td></tr>"
-                   for k, v in items)
-    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+def _note(text: str) -> Markup:
+    return _macros().note(text)
 
 
-def _figure(ctx: _Context, fig) -> str:
+def _figure(ctx: _Context, fig) -> Markup:
     """A plotly figure as a div + a ``Plotly.newPlot`` call on inlined, script-safe JSON."""
     ctx.figure_count += 1
-    div_id = f"fig-{ctx.figure_count}"
     d = fig.to_plotly_json()
     height = (d.get("layout") or {}).get("height") or 420
-    payload = _script_json({"data": d.get("data", []), "layout": d.get("layout", {})})
-    return (f'<div id="{div_id}" class="plotly-graph-div fig" style="height:{int(height)}px"></div>'
-            f'<script>(function(){{var f={payload};'
-            f'Plotly.newPlot("{div_id}",f.data,f.layout,LOUPE_PLOTLY_CONFIG);}})();</script>')
+    payload = Markup(_script_json({"data": d.get("data", []), "layout": d.get("layout", {})}))
+    return _macros().figure(f"fig-{ctx.figure_count}", int(height), payload)
 
 
 # ---------------------------------------------------------------------------
@@ -232,15 +243,11 @@ def thumbnail_data_uri(path: str | Path, *, box: Sequence[float] | None = None, 
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _thumb_card(ctx: _Context, path: str, sample_id: str, caption_html: str) -> str:
+def _thumb(ctx: _Context, path: str, sample_id: str, **caption: Any) -> dict[str, Any]:
+    """A thumbnail card for the ``thumb`` macro: the image (a data: URI, None if unreadable), its side, ``caption``."""
     uri = thumbnail_data_uri(path, box=ctx.boxes.get(str(sample_id)), size=ctx.thumbnail_size)
-    side = max(96, ctx.thumbnail_size)  # small crops are shown enlarged (object-fit keeps the aspect)
-    box = f"width:{side}px;height:{side}px"
-    if uri is None:
-        img = f'<div class="noimg" style="{box}">image unreadable</div>'
-    else:
-        img = f'<img src="{uri}" alt="{esc(sample_id)}" title="{esc(sample_id)}" style="{box}">'
-    return f'<figure class="thumb" style="width:{side + 40}px">{img}<figcaption>{caption_html}</figcaption></figure>'
+    return {"uri": None if uri is None else Markup(uri), "side": max(96, ctx.thumbnail_size), "sample_id": sample_id,
+            **caption}
 
 
 # ---------------------------------------------------------------------------
@@ -305,7 +312,7 @@ def _clip_counts(counts: pd.Series) -> tuple[pd.Series, str]:
         order = counts.sort_values(ascending=False)
         half = MAX_FIGURE_CLASSES // 2
         counts = pd.concat([order.head(half), order.tail(half)])
-        note = _p(f"{len(order):,} classes: the {half} largest and the {half} smallest are drawn.")
+        note = f"{len(order):,} classes: the {half} largest and the {half} smallest are drawn."
     counts = counts.copy()
     counts.index = [_plot_text(i) for i in counts.index]
     return counts, note
@@ -316,10 +323,8 @@ def _section_dataset(ctx: _Context) -> Section:
 
     title = "Dataset"
     if ctx.dataset is None:
-        counts = ctx.config.get("counts") or {}
-        body = _note(f"The dataset could not be opened ({esc(ctx.dataset_error)}); what the run recorded:")
-        if counts:
-            body += _kv_table([(k, v) for k, v in counts.items()])
+        recorded = list((ctx.config.get("counts") or {}).items())
+        body = _render("sections/dataset.html.j2", error=ctx.dataset_error, recorded=recorded)
         return Section("dataset", title, body, "missing", ctx.dataset_error)
     ds = ctx.dataset
     s = datasets.dataset_summary(ds)
@@ -331,83 +336,64 @@ def _section_dataset(ctx: _Context) -> Section:
              ("unseen images (for out-of-distribution checks)", s.get("n_unseen", 0))]
     if s["task"] == "hierarchical":
         items.insert(3, ("levels (coarse → fine)", " › ".join(s["levels"])))
-    body = _kv_table(items)
-    body += _p("Label counts are over the whole dataset (all splits), as loaded — before review decisions.")
     cc = s.get("class_counts") or {}
     if s["task"] == "hierarchical":
-        for lv in s["levels"]:
-            series, cut = _clip_counts(pd.Series(cc.get(lv, {}), dtype=int))
-            body += f"<h3>Level {esc(lv)}</h3>" + cut + _figure(ctx, charts.label_distribution(series))
-    elif cc:
-        series, cut = _clip_counts(pd.Series(cc, dtype=int))
-        body += cut + _figure(ctx, charts.label_distribution(series))
-    warnings = list(s.get("warnings") or [])
-    if warnings:
-        body += "<h3>Loader warnings</h3><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings[:20]) + "</ul>"
-    if s.get("invalid_examples"):
-        rows = [(e.get("path"), e.get("problem")) for e in s["invalid_examples"][:20]]
-        body += "<h3>Files that could not be used</h3>" + _table(rows, ["file", "problem"])
+        per_level = [(lv, cc.get(lv, {})) for lv in s["levels"]]
+    else:
+        per_level = [(None, cc)] if cc else []
+    charts_ = []
+    for lv, counts in per_level:
+        series, clipped = _clip_counts(pd.Series(counts, dtype=int))
+        charts_.append((lv, clipped, _figure(ctx, charts.label_distribution(series))))
+    invalid = [(e.get("path"), e.get("problem")) for e in (s.get("invalid_examples") or [])[:20]]
+    body = _render("sections/dataset.html.j2", error="", items=items, charts=charts_,
+                   warnings=list(s.get("warnings") or [])[:20], invalid=invalid)
     return Section("dataset", title, body)
 
 
 def _section_cleaning(ctx: _Context) -> Section:
     title = "Cleaning log"
-    cfg = ctx.config
-    run_bits = []
-    patch = cfg.get("label_patch_version")
-    if patch == "raw":
-        run_bits.append("The run trained on the raw labels as loaded (review decisions deliberately ignored).")
-    elif patch not in (None, "", 0, "0"):
-        run_bits.append(f"The run trained on the labels after review (decision version <b>{esc(patch)}</b>).")
-    elif patch is not None:
-        run_bits.append("The run trained on the labels as loaded (no review decision was in effect).")
-    if cfg.get("exclude_classes"):
-        run_bits.append("Classes left out of training: " + ", ".join(f"<code>{esc(c)}</code>"
-                                                                     for c in cfg["exclude_classes"]) + ".")
-    head = "".join(_p(b) for b in run_bits)
+    patch = ctx.config.get("label_patch_version")
+    page = functools.partial(_render, "sections/cleaning.html.j2", patch=patch,
+                             excluded_classes=ctx.config.get("exclude_classes") or [])
     if ctx.dataset is None:
-        return Section("cleaning", title, head + _note(f"No cleaning log: {esc(ctx.dataset_error)}."), "missing")
+        return Section("cleaning", title, page(missing=f"No cleaning log: {ctx.dataset_error}."), "missing")
     try:
         from core import review
         log = review.decisions(ctx.workspace, ctx.dataset.dataset_id, active_only=True)
         version = review.decision_version(ctx.workspace, ctx.dataset.dataset_id)
     except (ImportError, AttributeError) as exc:
-        return Section("cleaning", title, head + _note(f"The review log is not available in this installation "
-                                                       f"({esc(exc)})."), "missing")
+        return Section("cleaning", title, page(missing=f"The review log is not available in this installation "
+                                                       f"({exc})."), "missing")
     ctx.facts["decisions"] = log
-    if patch not in (None, "raw") and str(patch) != str(version):
-        head += _note(f"The review state has changed since (now version {esc(version)}): the log below is the "
-                      "current one, not necessarily what this run trained on.")
-    changed = log[log["action"].isin(["exclude", "relabel"])] if len(log) else log
-    if not len(changed):
-        kept = int((log["action"] == "keep").sum()) if len(log) else 0
-        msg = "No review decisions recorded for this dataset: nothing was excluded or relabelled."
-        if kept:
-            msg = (f"No sample was excluded or relabelled ({kept:,} flagged sample(s) reviewed and kept as they "
-                   "were).")
-        return Section("cleaning", title, head + _p(esc(msg)))
-    n_excl = int((changed["action"] == "exclude").sum())
-    n_rel = int((changed["action"] == "relabel").sum())
-    n_keep = int((log["action"] == "keep").sum())
-    body = head + _p(f"<b>{n_excl:,}</b> sample(s) excluded and <b>{n_rel:,}</b> relabelled after review; "
-                     f"{n_keep:,} flagged sample(s) reviewed and kept unchanged.")
+    stale = version if patch not in (None, "raw") and str(patch) != str(version) else None
+    counts = {a: int((log["action"] == a).sum()) if len(log) else 0 for a in ("exclude", "relabel", "keep")}
+    if not counts["exclude"] + counts["relabel"]:
+        return Section("cleaning", title, page(missing="", stale_version=stale, counts=counts))
+    changed = log[log["action"].isin(["exclude", "relabel"])]
     det = log.assign(detector=log["detector"].fillna("").astype(str).replace("", "(manual)"))
     by = det.groupby(["detector", "action"]).size().unstack(fill_value=0)
-    rows = [(d, *(int(by.loc[d].get(a, 0)) for a in ("exclude", "relabel", "keep"))) for d in by.index]
-    body += "<h3>By detector (why)</h3>" + _table(rows, ["detector", "excluded", "relabelled", "kept"],
-                                                   numeric=[False, True, True, True])
-    shown = changed.head(MAX_LOG_ROWS)
-    rows = []
-    for r in shown.itertuples():
+    by_detector = [(d, *(int(by.loc[d].get(a, 0)) for a in ("exclude", "relabel", "keep"))) for d in by.index]
+    decisions = []
+    for r in changed.head(MAX_LOG_ROWS).itertuples():
         when = _dt.datetime.fromtimestamp(float(r.created_at), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M") \
             if r.created_at is not None and not pd.isna(r.created_at) else ""
-        rows.append((r.sample_id, r.action, _cell(r.label_column), _cell(r.old_label), _cell(r.new_label),
-                     _cell(r.detector) or "(manual)", _cell(r.note), when))
-    body += "<h3>Decisions in effect</h3>" + _table(
-        rows, ["sample", "action", "label column", "old label", "new label", "detector", "note", "when (UTC)"])
-    if len(changed) > MAX_LOG_ROWS:
-        body += _note(f"{len(changed) - MAX_LOG_ROWS:,} more decision(s) not listed.")
-    return Section("cleaning", title, body)
+        decisions.append((r.sample_id, r.action, _cell(r.label_column), _cell(r.old_label), _cell(r.new_label),
+                          _cell(r.detector) or "(manual)", _cell(r.note), when))
+    return Section("cleaning", title, page(missing="", stale_version=stale, counts=counts, by_detector=by_detector,
+                                           decisions=decisions, n_unlisted=max(0, len(changed) - MAX_LOG_ROWS)))
+
+
+def _final_model(choice: Mapping[str, Any], span: tuple[int, int] | None) -> str:
+    """The final model a ``selection`` record names, in words ("the weight average of epochs 4–6")."""
+    name, epoch, avg = str(choice.get("chosen")), choice.get("epoch"), choice.get("epochs_averaged")
+    epoch = str(int(epoch)) if isinstance(epoch, (int, float, np.number)) and math.isfinite(epoch) else "?"
+    if name == "weight average":
+        first, last = avg if isinstance(avg, (list, tuple)) and len(avg) == 2 else span or ("?", "?")
+        return f"the weight average of epochs {first}–{last}"
+    if name == "best fine-tuning epoch":
+        return f"the best fine-tuning epoch ({epoch})"
+    return f"the {name} (epoch {epoch})"
 
 
 def _section_training(ctx: _Context) -> Section:
@@ -416,28 +402,23 @@ def _section_training(ctx: _Context) -> Section:
     if m.empty or "kind" not in m.columns or not (m["kind"] == "epoch").any():
         return Section("training", title, _note("No per-epoch metrics were recorded (metrics.jsonl is missing "
                                                 "or empty)."), "missing")
+    from core import training_charts
+
     ep = m[m["kind"] == "epoch"]
     st = ctx.status
     monitor = st.get("monitor") or ctx.config.get("monitor")
-    from core import training_charts
-
     span = training_charts.averaged_epochs(m)
-    kept = (f"; the final model averages the weights of epochs {span[0]}-{span[1]} ({esc(monitor)} "
-            f"{_fmt(st.get('best_value'))} on val)" if span and st.get("best_value") is not None else
-            f"; best {esc(monitor)} {_fmt(st.get('best_value'))} at epoch {esc(st.get('best_epoch'))} "
-            "(the checkpoint kept)" if st.get("best_value") is not None else "")
-    text = (f"{len(ep)} epoch(s) trained; state <b>{esc(runs.effective_state(st))}</b>" + kept
-            + (f"; {_fmt(st.get('seconds'), 1)} s" if st.get("seconds") is not None else "") + ".")
-    if st.get("stop_reason"):
-        text += f" Stopped early: {esc(st['stop_reason'])}."
-    alerts = st.get("alerts") or []
-
-    body = _p(text) + _figure(ctx, training_charts.loss_figure(m, title="Loss"))
-    body += _figure(ctx, training_charts.metric_figure(m, monitor=monitor or "val_macro_f1", title="Accuracy and F1"))
-    if alerts:
-        body += "<h3>Health alerts during training</h3><ul>" + "".join(
-            f"<li>{esc(a.get('message', a))}</li>" for a in alerts if isinstance(a, Mapping)) + "</ul>"
+    choice = training_charts.final_choice(m)  # None for runs before the selection record (or without fine-tuning)
     ctx.facts["epochs"] = len(ep)
+    body = _render(
+        "sections/training.html.j2", n_epochs=len(ep), state=runs.effective_state(st), monitor=monitor,
+        best_value=st.get("best_value"), best_epoch=st.get("best_epoch"), span=span, seconds=st.get("seconds"),
+        stop_reason=st.get("stop_reason"), final_model=None if choice is None else _final_model(choice, span),
+        reason=_cell((choice or {}).get("reason")),
+        loss_figure=_figure(ctx, training_charts.loss_figure(m, title="Loss")),
+        metric_figure=_figure(ctx, training_charts.metric_figure(m, monitor=monitor or "val_macro_f1",
+                                                                 title="Accuracy and F1")),
+        alerts=[a.get("message", a) for a in st.get("alerts") or [] if isinstance(a, Mapping)])
     return Section("training", title, body)
 
 
@@ -470,20 +451,13 @@ def _section_confusion(ctx: _Context) -> Section:
     ev = _evaluation(ctx)
     cm = np.asarray(ev["confusion"]["matrix"], dtype=int)
     classes = ev["confusion"]["classes"]
-    fig = _confusion_figure(cm, classes)
-    body = _p(f"Rows: true class; columns: predicted class; colour and numbers: share of the row (the class's "
-              f"recall on the diagonal); hover for counts. {esc(ctx.split)} split, {int(cm.sum()):,} samples.")
-    if len(classes) > MAX_FIGURE_CLASSES:
-        body += _p(f"{len(classes):,} classes: the {MAX_FIGURE_CLASSES} involved in the most mistakes are drawn "
-                   "(shares are of the row within them).")
-    if ctx.predictions.task == "hierarchical":
-        body += _p("One matrix per level, coarse to fine.")
-        for lv in ctx.predictions.levels[:-1]:
-            b = ev["levels"][lv]
-            body += f"<h3>Level {esc(lv)}</h3>" + _figure(ctx, _confusion_figure(
-                np.asarray(b["confusion"]["matrix"], dtype=int), b["confusion"]["classes"]))
-        body += f"<h3>Level {esc(ctx.predictions.levels[-1])}</h3>"
-    body += _figure(ctx, fig)
+    per_level = ctx.predictions.task == "hierarchical"
+    figures = [(lv, _figure(ctx, _confusion_figure(np.asarray(ev["levels"][lv]["confusion"]["matrix"], dtype=int),
+                                                   ev["levels"][lv]["confusion"]["classes"])))
+               for lv in (ctx.predictions.levels[:-1] if per_level else ())]
+    figures.append((ctx.predictions.levels[-1] if per_level else None, _figure(ctx, _confusion_figure(cm, classes))))
+    body = _render("sections/confusion.html.j2", split=ctx.split, n_samples=int(cm.sum()), n_classes=len(classes),
+                   max_classes=MAX_FIGURE_CLASSES, per_level=per_level, figures=figures)
     return Section("confusion", title, body)
 
 
@@ -500,7 +474,6 @@ def _section_per_class(ctx: _Context) -> Section:
             head.append((f"level {lv}: accuracy / macro F1",
                          f"{_fmt(ev['levels'][lv].get('accuracy'))} / {_fmt(ev['levels'][lv].get('macro_f1'))}"))
         head.append(("hierarchy-consistent predictions", ev.get("consistency_rate")))
-    body = _p(f"On the <b>{esc(ctx.split)}</b> split (never used for training or model selection).") + _kv_table(head)
     rows = []
     for c, r in (ev.get("per_class") or {}).items():
         t = thr.get(c)
@@ -508,12 +481,7 @@ def _section_per_class(ctx: _Context) -> Section:
                      _fmt(r.get("support")), _fmt(r.get("average_precision")), _fmt(r.get("roc_auc")),
                      _fmt(t) if t is not None else "argmax"))
     rows.sort(key=lambda r: (float(r[3]) if r[3] != "n/a" else -1))
-    body += _p("Sorted by F1, weakest first. <i>threshold</i>: the decision threshold saved for the class "
-               "(on the Evaluate page or with <code>python -m core evaluate --save-thresholds</code>); "
-               "<i>argmax</i> = the most probable class wins.")
-    body += _table(rows, ["class", "precision", "recall", "F1", "support", "AP", "ROC AUC", "threshold"],
-                   numeric=[False] + [True] * 7)
-    return Section("per_class", title, body)
+    return Section("per_class", title, _render("sections/per_class.html.j2", split=ctx.split, summary=head, rows=rows))
 
 
 def _pr_at(y: np.ndarray, s: np.ndarray, t: float) -> tuple[float, float]:
@@ -545,11 +513,9 @@ def _section_pr(ctx: _Context) -> Section:
     chosen = saved_classes if use_saved else suggested
     curves, marks = {}, {}
     drawn = [c for c in cs.classes if len(cs.curves[c].recall)]
-    clipped = ""
-    if len(drawn) > MAX_FIGURE_CLASSES:
+    clipped = len(drawn) > MAX_FIGURE_CLASSES
+    if clipped:
         drawn = sorted(drawn, key=lambda c: cs.curves[c].average_precision)[:MAX_FIGURE_CLASSES]
-        clipped = (f" {len(cs.classes):,} classes: the {MAX_FIGURE_CLASSES} with the lowest average precision "
-                   "are drawn.")
     for c in drawn:
         cv = cs.curves[c]
         if len(cv.recall) == 0:
@@ -565,17 +531,10 @@ def _section_pr(ctx: _Context) -> Section:
         return Section("pr_curves", title, _note("No class has a positive sample in this split: no curve."),
                        "missing")
     tp = (saved.get("meta") or {}).get("target_precision") if use_saved else ev.get("target_precision")
-    fig = charts.pr_curves(curves, points=marks, target_precision=tp)
-    if use_saved:
-        text = (f"Markers: the thresholds saved with the run ({len(saved_classes)} class(es)"
-                + (f", chosen for precision ≥ {_fmt(tp, 2)}" if tp is not None else "")
-                + f"), placed at the precision and recall they give on the {esc(ctx.split)} split.")
-    else:
-        text = (f"No thresholds were saved with this run, so decisions are the argmax. Markers: the threshold "
-                f"that would give precision ≥ {_fmt(tp, 2)} on this split, where reachable "
-                f"({len(suggested)} of {len(cs.classes)} classes).")
-    body = _p(esc("One-vs-rest curves, one per class (click a legend entry to hide it). ") + text + esc(clipped))
-    body += _figure(ctx, fig)
+    body = _render("sections/pr_curves.html.j2", use_saved=use_saved, n_saved=len(saved_classes),
+                   target_precision=tp, split=ctx.split, n_suggested=len(suggested), n_classes=len(cs.classes),
+                   clipped=clipped, max_classes=MAX_FIGURE_CLASSES,
+                   figure=_figure(ctx, charts.pr_curves(curves, points=marks, target_precision=tp)))
     ctx.facts["thresholds_saved"] = use_saved
     ctx.facts["ood_threshold"] = (saved.get("ood") or {}).get("threshold")
     return Section("pr_curves", title, body)
@@ -600,9 +559,8 @@ def _section_calibration(ctx: _Context) -> Section:
     verdict = ("well calibrated" if cal.ece < 0.05 else
                ("over-confident (probabilities higher than the hit rate)" if over > 0 else
                 "under-confident (probabilities lower than the hit rate)"))
-    body = _p(f"Reliability diagram: {esc(what)}, in 15 equal-width bins. Expected calibration error "
-              f"<b>{_fmt(cal.ece)}</b> (0 is perfect); on the whole the model is {esc(verdict)}.")
-    body += _figure(ctx, charts.reliability_diagram(cal))
+    body = _render("sections/calibration.html.j2", what=what, ece=cal.ece, verdict=verdict,
+                   figure=_figure(ctx, charts.reliability_diagram(cal)))
     return Section("calibration", title, body)
 
 
@@ -663,7 +621,7 @@ def _section_embeddings(ctx: _Context) -> Section:
     title = "Embedding map"
     _compute_embeddings(ctx)
     if ctx.embeddings is None:
-        return Section("embeddings", title, _note(esc(_sentence(ctx.embeddings_error))), "missing")
+        return Section("embeddings", title, _note(_sentence(ctx.embeddings_error)), "missing")
     from core import embeddings as emb
 
     E = ctx.embeddings
@@ -686,11 +644,7 @@ def _section_embeddings(ctx: _Context) -> Section:
     fig = _embedding_map_figure(pts, [_plot_text(v) for v in colour],
                                 [_plot_text(f"{i} ({s}) · true {t or '?'} · predicted {p}")
                                  for i, s, t, p in zip(ids, splits, labels, preds)], wrong)
-    body = _p(f"The model's embedding of {len(sel):,} image(s) (all splits) projected to 2-D with PCA, coloured by "
-              "true label; crosses mark wrong predictions. Tight single-colour clusters are classes the model "
-              "separates well; mixed clusters are classes it confuses."
-              + (f" A random {MAX_MAP_POINTS:,} of the {n:,} images are shown." if n > MAX_MAP_POINTS else ""))
-    body += _figure(ctx, fig)
+    body = _render("sections/embeddings.html.j2", n_shown=len(sel), n_total=n, figure=_figure(ctx, fig))
     return Section("embeddings", title, body)
 
 
@@ -698,13 +652,13 @@ def _section_ood(ctx: _Context) -> Section:
     title = "Out-of-distribution examples"
     _compute_embeddings(ctx)
     if ctx.embeddings is None:
-        return Section("ood", title, _note(esc(_sentence(ctx.embeddings_error))), "missing")
+        return Section("ood", title, _note(_sentence(ctx.embeddings_error)), "missing")
     try:
         from core import embeddings as emb
         embed_paths, evaluate_ood = emb.embed_paths, emb.evaluate_ood
     except (ImportError, AttributeError) as exc:
         return Section("ood", title, _note(f"Out-of-distribution scoring is not available in this installation "
-                                           f"({esc(exc)})."), "missing")
+                                           f"({exc})."), "missing")
     unseen_paths = list(ctx.dataset.unseen_paths) if ctx.dataset is not None else []
     if not unseen_paths:
         return Section("ood", title, _note("The dataset has no unseen images (a folder of unlabelled images kept "
@@ -721,67 +675,42 @@ def _section_ood(ctx: _Context) -> Section:
     flagged = float(np.mean(s_unseen > use_thr)) if len(s_unseen) else float("nan")
     test_flagged = float(np.mean(s_test > use_thr)) if len(s_test) else float("nan")
     ctx.facts["ood_flag_rate"] = flagged
-    body = _p(f"Scores from the model's embedding ({esc(ev.method)}; higher = less like the training images) for "
-              f"{int(ok.sum()):,} unseen image(s) and the test images. Separation (AUROC, 1 = perfect): "
-              f"<b>{_fmt(ev.auroc)}</b>.")
-    if thr is not None:
-        body += _p(f"Saved threshold <b>{_fmt(thr)}</b>: it flags {_pct(flagged)} of the unseen images as "
-                   f"out-of-distribution and {_pct(test_flagged)} of the test images (false alarms).")
-    else:
-        body += _note(f"No out-of-distribution threshold is saved with this run (set one on the Embeddings page). "
-                      f"For illustration, the threshold that flags {_pct(ev.fpr)} of test images "
-                      f"({_fmt(use_thr)}) would flag {_pct(flagged)} of the unseen images.")
-    if int((~ok).sum()):
-        body += _note(f"{int((~ok).sum())} unseen file(s) could not be decoded and were skipped.")
-    body += _figure(ctx, _score_histogram_figure({"test images": s_test, "unseen images": s_unseen},
-                                                 threshold=use_thr, xaxis="out-of-distribution score"))
     ok_paths = [p for p, k in zip(unseen_paths, ok) if k]
-    order = np.argsort(-s_unseen, kind="stable")[: ctx.max_thumbnails]
-    cards = []
-    for i in order:
-        flag = "flagged" if s_unseen[i] > use_thr else "not flagged"
-        cap = f"{esc(Path(ok_paths[i]).name)}<br>score {_fmt(float(s_unseen[i]), 2)} · {flag}"
-        cards.append(_thumb_card(ctx, ok_paths[i], "", cap))
-    if cards:
-        body += (f"<h3>The {len(cards)} most unusual unseen images</h3>"
-                 f"<div class='grid'>{''.join(cards)}</div>")
+    cards = [_thumb(ctx, ok_paths[i], "", name=Path(ok_paths[i]).name, score=float(s_unseen[i]),
+                    flagged=bool(s_unseen[i] > use_thr))
+             for i in np.argsort(-s_unseen, kind="stable")[: ctx.max_thumbnails]]
+    figure = _figure(ctx, _score_histogram_figure({"test images": s_test, "unseen images": s_unseen},
+                                                  threshold=use_thr, xaxis="out-of-distribution score"))
+    body = _render("sections/ood.html.j2", method=ev.method, n_unseen=int(ok.sum()), auroc=ev.auroc,
+                   saved_threshold=thr, threshold=use_thr, fpr=ev.fpr, unseen_flagged=flagged,
+                   test_flagged=test_flagged, n_undecodable=int((~ok).sum()), figure=figure, cards=cards)
     return Section("ood", title, body)
 
 
 def _section_mistakes(ctx: _Context) -> Section:
     title = "Most confident mistakes"
     pred = ctx.predictions
-    cards = []
-    if pred.task == "multilabel":
+    multilabel = pred.task == "multilabel"
+    if multilabel:
         y, p = pred.y_true, pred.probs
         known = ~np.isnan(y)
         wrong = known & ((p >= 0.5).astype(float) != np.nan_to_num(y))
         err = np.where(wrong, np.abs(p - np.nan_to_num(y)), 0.0)
         rows = np.flatnonzero(wrong.any(axis=1))
         rows = rows[np.argsort(-err[rows].max(axis=1), kind="stable")][: ctx.max_thumbnails]
-        for i in rows:
-            bits = [f"{esc(c)} {'missed' if y[i, k] == 1 else 'wrongly tagged'} ({_fmt(p[i, k], 2)})"
-                    for k, c in enumerate(pred.classes) if wrong[i, k]]
-            cards.append(_thumb_card(ctx, str(pred.paths[i]), str(pred.sample_ids[i]),
-                                     f"{esc(pred.sample_ids[i])}<br>" + "<br>".join(bits[:3])))
+        cards = [_thumb(ctx, str(pred.paths[i]), str(pred.sample_ids[i]),
+                        errors=[(c, y[i, k] == 1, p[i, k]) for k, c in enumerate(pred.classes) if wrong[i, k]][:3])
+                 for i in rows]
         n_wrong = int(wrong.any(axis=1).sum())
     else:
         keep = np.flatnonzero(pred.y_true >= 0)
         yt, yp, p = pred.y_true[keep], pred.y_pred[keep], pred.probs[keep]
         wrong = np.flatnonzero(yt != yp)
-        conf = p[wrong, yp[wrong]]
-        order = wrong[np.argsort(-conf, kind="stable")][: ctx.max_thumbnails]
+        order = wrong[np.argsort(-p[wrong, yp[wrong]], kind="stable")][: ctx.max_thumbnails]
+        cards = [_thumb(ctx, str(pred.paths[keep[j]]), str(pred.sample_ids[keep[j]]), true=pred.classes[yt[j]],
+                        predicted=pred.classes[yp[j]], p=p[j, yp[j]]) for j in order]
         n_wrong = len(wrong)
-        for j in order:
-            i = keep[j]
-            cap = (f"<span class='t'>true</span> {esc(pred.classes[yt[j]])}<br><span class='p'>predicted</span> "
-                   f"{esc(pred.classes[yp[j]])} ({_fmt(p[j, yp[j]], 2)})")
-            cards.append(_thumb_card(ctx, str(pred.paths[i]), str(pred.sample_ids[i]), cap))
-    if not cards:
-        return Section("mistakes", title, _p(f"No mistakes on the {esc(ctx.split)} split."))
-    body = _p(f"{n_wrong:,} mistake(s) on the {esc(ctx.split)} split; the {len(cards)} the model was most sure about "
-              "are shown (hover for the file). Confident mistakes are often label errors worth a second look.")
-    body += f"<div class='grid'>{''.join(cards)}</div>"
+    body = _render("sections/mistakes.html.j2", split=ctx.split, n_wrong=n_wrong, multilabel=multilabel, cards=cards)
     return Section("mistakes", title, body)
 
 
@@ -804,32 +733,7 @@ def _section_model_card(ctx: _Context) -> Section:
     task = labels.get("task") or cfg.get("task_resolved") or cfg.get("task")
     names = runs.output_names(labels) if labels else []
     model = str(cfg.get("model") or "?")
-    arch = _MODEL_NAMES.get(model, model)
-    dsname = ctx.dataset.name if ctx.dataset is not None else (cfg.get("dataset_id") or "an unnamed dataset")
-    counts = cfg.get("counts") or {}
     pre = _read_json(ctx.rd.preprocessing)
-
-    if task == "hierarchical":
-        levels = labels.get("levels", [])
-        task_text = (f"hierarchical classification over {len(levels)} levels ("
-                     + " › ".join(f"{esc(lv)}: {len(labels['level_classes'][lv])} classes" for lv in levels) + ")")
-    elif task == "multilabel":
-        task_text = f"multi-label tagging with {len(names)} labels (any number per image)"
-    elif task == "binary":
-        task_text = f"binary classification (positive class <code>{esc(labels.get('positive_class'))}</code>)"
-    else:
-        task_text = f"single-label classification into {len(names)} classes"
-    facts = [("Task", task_text),
-             ("Data", f"{esc(dsname)}: {_fmt(counts.get('n_train'))} training, {_fmt(counts.get('n_val'))} "
-                      f"validation and {_fmt(counts.get('n_test'))} test images"
-                      + (f" ({esc(counts['val_source'])})" if counts.get("val_source") else "")),
-             ("Architecture", f"{esc(arch)}; weights: {esc(cfg.get('weights_used') or cfg.get('weights'))}; input "
-                              f"{esc(cfg.get('image_size'))}×{esc(cfg.get('image_size'))} RGB"
-                              + (f", {esc(pre.get('model_preprocess'))} inside the model" if pre else "")),
-             ("Outputs", ", ".join(f"<code>{esc(n)}</code>" for n in names[:40])
-              + (f" and {len(names) - 40} more" if len(names) > 40 else "")),
-             ("Trained", _when(cfg.get("created_at")) + (f" with Keras {esc(cfg.get('keras_version'))}"
-                                                         if cfg.get("keras_version") else ""))]
     metric_rows = []
     if ev:
         if task == "multilabel":
@@ -846,69 +750,39 @@ def _section_model_card(ctx: _Context) -> Section:
     hyper = [(k, cfg[k]) for k in _HYPER if k in cfg and cfg[k] not in (None, "", [])]
     hyper = [(k, json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in hyper]
 
-    # intended use and limitations: generated from the facts, nothing more
+    # limitations: generated from the facts, nothing more (the template words the ones that apply)
     acc = ev.get("accuracy") if ev else None
-    use = (f"Sorting or pre-tagging images like those in <i>{esc(dsname)}</i> (same kind of subject, camera and "
-           f"framing) into the {len(names)} output{'s' if len(names) != 1 else ''} above, with a person checking "
-           "the decisions that matter. ")
-    if ctx.facts.get("thresholds_saved"):
-        use += "Decisions should use the per-class thresholds saved with the model (see the PR curves)."
-    else:
-        use += ("No decision thresholds were saved: the most probable class is taken, whatever its probability; "
-                "set thresholds on the Evaluate page before relying on a class.")
-    limits = []
-    if acc is not None:
-        limits.append(f"On held-out test images the model is right {_pct(acc)} of the time"
-                      + (" — roughly one image in " + str(max(2, round(1 / max(1e-9, 1 - acc)))) + " is wrong."
-                         if acc < 0.99 else "."))
     n_test = ev.get("n_samples") if ev else None
-    if n_test is not None and n_test < 300:
-        limits.append(f"The test set is small ({n_test} images): the metrics above are uncertain by several "
-                      "percentage points.")
     per = (ev.get("per_class") or {}) if ev else {}
-    weak = sorted(((c, r.get("f1")) for c, r in per.items() if r.get("f1") is not None and r["f1"] < 0.5),
-                  key=lambda x: x[1])
-    if weak:
-        limits.append("Weak classes (F1 below 0.5): " + ", ".join(f"<code>{esc(c)}</code> ({_fmt(f, 2)})"
-                                                                for c, f in weak[:10])
-                      + (f" and {len(weak) - 10} more" if len(weak) > 10 else "") + ".")
-    rare = sorted(c for c, r in per.items() if r.get("support") is not None and 0 < r["support"] < 10)
-    if rare:
-        limits.append(f"{len(rare)} class(es) have fewer than 10 test images, so their scores are unreliable: "
-                      + ", ".join(f"<code>{esc(c)}</code>" for c in rare[:10]) + ".")
     ece = ctx.facts.get("ece", ev.get("ece") if ev else None)
-    if ece is not None and ece >= 0.05:
-        limits.append(f"Probabilities are not well calibrated (ECE {_fmt(ece, 2)}): read them as a ranking, not "
-                      "as chances.")
-    if ctx.facts.get("ood_threshold") is None:
-        limits.append("No out-of-distribution threshold is set: an image unlike the training data (another "
-                      "subject, a blank frame) still gets one of the known classes.")
-    d = ctx.facts.get("dataset") or {}
-    if d.get("warnings"):
-        limits.append(f"The dataset loader reported {len(d['warnings'])} warning(s) about the labels (see Dataset).")
     dec = ctx.facts.get("decisions")
     n_changed = int(dec["action"].isin(["exclude", "relabel"]).sum()) if dec is not None and len(dec) else 0
-    if cfg.get("label_patch_version") in (None, "", 0, "0", "raw"):
-        if n_changed:
-            limits.append(f"The model was trained on the labels as loaded; {n_changed} review decision(s) "
-                          "(exclusions / relabels, see Cleaning log) are not in it yet: retrain to use them.")
-        elif dec is not None:
-            limits.append("No label review was recorded: label errors in the training data, if any, were learnt.")
-    if str(cfg.get("weights_used") or "").startswith("random") and acc is not None and acc < 0.9:
-        limits.append("The network was trained from scratch on this data only; a pretrained backbone usually "
-                      "does better with few images.")
+    trained_raw = cfg.get("label_patch_version") in (None, "", 0, "0", "raw")
     state = runs.effective_state(ctx.status)
-    if state != "done":
-        limits.append(f"Training did not finish normally (state: {esc(state)}); the best checkpoint so far is used.")
-    limits.append("The model only knows the classes listed above and has only seen images from this dataset; "
-                  "its accuracy on other sources is unknown until measured.")
-
-    body = "<div class='card'>" + "".join(f"<p><b>{esc(k)}.</b> {v}</p>" for k, v in facts)
-    body += "<h3>Metrics (test split)</h3>" + _kv_table(metric_rows) if metric_rows else ""
-    body += "<h3>Intended use</h3>" + _p(use)
-    body += "<h3>Limitations</h3><ul>" + "".join(f"<li>{x}</li>" for x in limits) + "</ul>"
-    body += "<h3>Hyper-parameters</h3>" + _kv_table(hyper)
-    body += "</div>"
+    limits = dict(
+        accuracy=acc,
+        one_wrong_in=max(2, round(1 / max(1e-9, 1 - acc))) if acc is not None and acc < 0.99 else None,
+        small_test=n_test if n_test is not None and n_test < 300 else None,
+        weak=sorted(((c, r.get("f1")) for c, r in per.items() if r.get("f1") is not None and r["f1"] < 0.5),
+                    key=lambda x: x[1]),
+        rare=sorted(c for c, r in per.items() if r.get("support") is not None and 0 < r["support"] < 10),
+        uncalibrated_ece=ece if ece is not None and ece >= 0.05 else None,
+        no_ood_threshold=ctx.facts.get("ood_threshold") is None,
+        n_loader_warnings=len((ctx.facts.get("dataset") or {}).get("warnings") or []),
+        unapplied_decisions=n_changed if trained_raw else 0,
+        no_review=trained_raw and not n_changed and dec is not None,
+        from_scratch=str(cfg.get("weights_used") or "").startswith("random") and acc is not None and acc < 0.9,
+        unfinished_state=state if state != "done" else None)
+    body = _render(
+        "sections/model_card.html.j2", task=task, names=names, positive_class=labels.get("positive_class"),
+        levels=[(lv, len(labels["level_classes"][lv])) for lv in labels.get("levels", [])] if task == "hierarchical"
+        else [],
+        dataset_name=ctx.dataset.name if ctx.dataset is not None else (cfg.get("dataset_id") or "an unnamed dataset"),
+        counts=cfg.get("counts") or {}, architecture=_MODEL_NAMES.get(model, model),
+        weights=cfg.get("weights_used") or cfg.get("weights"), image_size=cfg.get("image_size"),
+        preprocess=pre.get("model_preprocess"), trained=_when(cfg.get("created_at")),
+        keras_version=cfg.get("keras_version"), metrics=metric_rows,
+        thresholds_saved=bool(ctx.facts.get("thresholds_saved")), hyper=hyper, **limits)
     return Section("model_card", "Model card", body)
 
 
@@ -942,6 +816,34 @@ def _when(t: Any) -> str:
         return "at an unknown time"
 
 
+def _signed(v: float) -> str:
+    return f"{v:+.4f}" if v is not None and math.isfinite(v) else "n/a"
+
+
+def _comparison_title(ctx: _Context) -> str:
+    return f"Comparison with {ctx.compare_with.run_id}"
+
+
+def _section_comparison(ctx: _Context) -> Section:
+    """This run (A) against ``ctx.compare_with`` (B) on the same rows: :func:`core.compare.compare_runs`."""
+    from core import compare
+
+    title = _comparison_title(ctx)
+    try:
+        c = compare.compare_runs(ctx.rd.path, ctx.compare_with.path, split=ctx.split)
+    except ValueError as exc:  # other rows or labels, another label shape, not a finished run
+        return Section("comparison", title, _note(f"The runs cannot be compared: {exc}"), "error", str(exc))
+
+    def rows(ms: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        return [(compare.METRIC_LABELS.get(k, k), _fmt(m.a, 4), _fmt(m.b, 4), _signed(m.delta),
+                 f"{_signed(m.ci_low)} to {_signed(m.ci_high)}", _fmt(m.significant)) for k, m in ms.items()]
+
+    # one table per hierarchy level when both runs are hierarchical, else one
+    blocks = [(lv, rows(ms), mc) for lv, (ms, mc) in c.levels.items()] or [(None, rows(c.metrics), c.mcnemar)]
+    body = _render("sections/comparison.html.j2", comparison=c, confidence=f"{c.confidence:.0%}", blocks=blocks)
+    return Section("comparison", title, body)
+
+
 # ---------------------------------------------------------------------------
 # assembling
 # ---------------------------------------------------------------------------
@@ -965,15 +867,16 @@ _BUILD_ORDER = ("dataset", "cleaning", "training", "per_class", "confusion", "pr
 
 
 def collect_sections(run_dir, *, workspace: Workspace | None = None, split: str = "test", max_thumbnails: int = 24,
-                     thumbnail_size: int = 80, embeddings: bool = True,
+                     thumbnail_size: int = 80, embeddings: bool = True, compare_with=None,
                      progress: ProgressFn | None = None) -> tuple[dict[str, Any], list[Section]]:
     """Build every section of the report (see :func:`build_report` for the parameters).
 
     Returns
     -------
     (meta, sections) : dict with ``run_id, title, dataset_name, task, generated_at``, and the
-        sections in report order (:data:`SECTIONS`). A section that cannot be built has
-        ``status`` ``missing`` or ``error`` and a body saying why.
+        sections in report order (:data:`SECTIONS`, then ``comparison`` when ``compare_with``
+        is given). A section that cannot be built has ``status`` ``missing`` or ``error`` and a
+        body saying why.
     """
     if not isinstance(max_thumbnails, (int, np.integer)) or max_thumbnails < 0:
         raise ValueError(f"max_thumbnails must be an int >= 0; received {max_thumbnails!r}")
@@ -990,81 +893,43 @@ def collect_sections(run_dir, *, workspace: Workspace | None = None, split: str 
     _load_dataset(ctx)
     if not embeddings:
         ctx.embeddings_error = "the embedding map was not requested for this report"
+    steps = [(key, *_BUILDERS[key]) for key in _BUILD_ORDER]
+    if compare_with is not None:
+        ctx.compare_with = runs.RunDir(Path(compare_with).expanduser())
+        steps.append(("comparison", _comparison_title(ctx), _section_comparison))
     built: dict[str, Section] = {}
-    for i, key in enumerate(_BUILD_ORDER):
-        title, fn = _BUILDERS[key]
-        report(0.05 + 0.9 * i / len(_BUILD_ORDER), f"building: {title.lower()}")
+    for i, (key, title, fn) in enumerate(steps):
+        report(0.05 + 0.9 * i / len(steps), f"building: {title[:1].lower() + title[1:]}")
         try:
             built[key] = fn(ctx)
         except Exception as exc:  # noqa: BLE001 - one broken section must not lose the whole report
-            built[key] = Section(key, title, _note(f"This section could not be built: {esc(type(exc).__name__)}: "
-                                                   f"{esc(exc)}"), "error", str(exc))
+            built[key] = Section(key, title, _note(f"This section could not be built: {type(exc).__name__}: {exc}"),
+                                 "error", str(exc))
     for key, sec in built.items():
         if sec.status != "ok" and not sec.note:
-            built[key] = Section(sec.key, sec.title, sec.body, sec.status, _plain(sec.body))
+            built[key] = dataclasses.replace(sec, note=_plain(sec.body))
     report(0.97, "writing the HTML")
     ds_name = ctx.dataset.name if ctx.dataset is not None else str(ctx.config.get("dataset_id") or "")
     meta = {"run_id": rd.run_id, "dataset_name": ds_name, "task": ctx.predictions.task, "split": split,
             "generated_at": time.time(), "title": f"Loupe report — {rd.run_id}", "headline": _headline(ctx)}
-    return meta, [built[k] for k in SECTIONS]
-
-
-_CSS = """
-:root{--ink:#111827;--mute:#6B7280;--line:#E5E7EB;--accent:#4338CA;--bg:#F9FAFB}
-*{box-sizing:border-box}body{margin:0;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);background:var(--bg)}
-header{background:#fff;border-bottom:1px solid var(--line);padding:20px 32px}
-header h1{margin:0 0 4px;font-size:22px}header .sub{color:var(--mute)}
-.headline{display:flex;gap:12px;flex-wrap:wrap;margin-top:12px}
-.headline div{background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:6px 12px}
-.headline b{display:block;font-size:18px}
-nav{padding:8px 32px;background:#fff;border-bottom:1px solid var(--line);position:sticky;top:0;z-index:5}
-nav a{margin-right:14px;color:var(--accent);text-decoration:none;white-space:nowrap;font-size:13px}
-main{max-width:1200px;margin:0 auto;padding:16px 32px 64px}
-section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:16px 0}
-section h2{margin:0 0 8px;font-size:18px}section h3{font-size:15px;margin:16px 0 6px}
-.status-missing h2:after,.status-error h2:after{font-size:12px;font-weight:normal;margin-left:8px;padding:2px 8px;border-radius:10px}
-.status-missing h2:after{content:"not available";background:#FEF3C7;color:#92400E}
-.status-error h2:after{content:"could not be built";background:#FEE2E2;color:#991B1B}
-.note{color:#92400E;background:#FFFBEB;border-left:3px solid #F59E0B;padding:6px 10px}
-table{border-collapse:collapse;margin:6px 0;font-size:13px}th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;vertical-align:top}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}table.kv th{color:var(--mute);font-weight:normal}
-code{background:#F3F4F6;padding:0 4px;border-radius:4px}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.thumb{margin:0;font-size:12px}
-.thumb img{display:block;object-fit:contain;background:#F3F4F6;border-radius:4px;border:1px solid var(--line)}
-.noimg{display:flex;align-items:center;justify-content:center;background:#F3F4F6;color:var(--mute);font-size:11px;text-align:center}
-.thumb figcaption{word-break:break-word}.t{color:#047857}.p{color:#B91C1C}
-.card p{margin:4px 0}footer{color:var(--mute);text-align:center;font-size:12px;padding:24px}
-"""
+    return meta, [built[k] for k in (*SECTIONS, "comparison") if k in built]
 
 
 def render_html(meta: Mapping[str, Any], sections: Sequence[Section], *, headline: Sequence[tuple[str, str]] = ()
                 ) -> str:
-    """The report document: plotly.js inlined once, then the sections (bodies are trusted HTML)."""
-    navlinks = "".join(f'<a href="#{s.key}">{esc(s.title)}</a>' for s in sections)
-    blocks = "".join(f'<section id="{s.key}" class="status-{s.status}"><h2>{esc(s.title)}</h2>{s.body}</section>'
-                     for s in sections)
-    head = "".join(f"<div>{esc(k)}<b>{esc(v)}</b></div>" for k, v in headline)
-    generated = _when(meta.get("generated_at"))
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<meta name=\"generator\" content=\"Loupe\"><title>{esc(meta.get('title', 'Loupe report'))}</title>"
-        f"<style>{_CSS}</style>"
-        f"<script>{plotly_js()}</script>"
-        f"<script>var LOUPE_PLOTLY_CONFIG={_script_json(PLOTLY_CONFIG)};</script>"
-        "</head><body>"
-        f"<header><h1>{esc(meta.get('title', 'Loupe report'))}</h1>"
-        f"<div class=\"sub\">Dataset <b>{esc(meta.get('dataset_name'))}</b> · task {esc(meta.get('task'))} · "
-        f"metrics on the {esc(meta.get('split'))} split · generated {esc(generated)} by Loupe. "
-        "This file is self-contained: it works offline.</div>"
-        f"<div class=\"headline\">{head}</div></header>"
-        f"<nav>{navlinks}</nav><main>{blocks}</main>"
-        "<footer>Generated by Loupe from the run directory; every number is recomputed from its predictions."
-        "</footer></body></html>\n")
+    """The report document (``report.html.j2``): plotly.js inlined once, then the sections.
+
+    A section's ``body`` goes in as it is when it is Markup (as :func:`collect_sections` builds
+    it); a plain ``str`` body is escaped, i.e. shown as text.
+    """
+    return _env().get_template("report.html.j2").render(
+        title=meta.get("title", "Loupe report"), dataset_name=meta.get("dataset_name"), task=meta.get("task"),
+        split=meta.get("split"), generated=_when(meta.get("generated_at")), headline=headline, sections=sections,
+        plotly_js=Markup(plotly_js()), plotly_config=Markup(_script_json(PLOTLY_CONFIG)))
 
 
 def build_report(run_dir, *, workspace: Workspace | None = None, out: str | Path | None = None, split: str = "test",
-                 max_thumbnails: int = 24, thumbnail_size: int = 80, embeddings: bool = True,
+                 max_thumbnails: int = 24, thumbnail_size: int = 80, embeddings: bool = True, compare_with=None,
                  progress: ProgressFn | None = None) -> str:
     """One self-contained HTML file describing a finished run.
 
@@ -1087,6 +952,11 @@ def build_report(run_dir, *, workspace: Workspace | None = None, out: str | Path
     embeddings : bool
         Compute the embedding map and out-of-distribution examples (runs the model over the
         dataset: seconds for thousands of small images).
+    compare_with : path, optional
+        Another run directory (B): a last section compares it with this run (A) on the same
+        rows of ``split`` (:func:`core.compare.compare_runs`: metric differences B − A with
+        95% paired-bootstrap intervals, McNemar's p, the verdict). Runs that cannot be
+        compared (other rows or labels) make that section an ``error`` giving the reason.
     progress : callable(fraction, message), optional
         Called as sections are built.
 
@@ -1100,7 +970,8 @@ def build_report(run_dir, *, workspace: Workspace | None = None, out: str | Path
         ``run_dir`` is not a finished run (no labels / predictions), or the split has no rows.
     """
     meta, sections = collect_sections(run_dir, workspace=workspace, split=split, max_thumbnails=max_thumbnails,
-                                      thumbnail_size=thumbnail_size, embeddings=embeddings, progress=progress)
+                                      thumbnail_size=thumbnail_size, embeddings=embeddings,
+                                      compare_with=compare_with, progress=progress)
     text = render_html(meta, sections, headline=meta.get("headline", ()))
     if out is not None:
         atomic_write_text(Path(out).expanduser(), text)

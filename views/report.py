@@ -45,8 +45,16 @@ with_embeddings = c3.checkbox("Embedding map and out-of-distribution examples", 
                               key="report_embeddings",
                               help="Runs the model over the dataset once (cached with the run): seconds for "
                                    "thousands of small images.")
+others = state.runs_table(ws)
+others = others[others["has_predictions"].astype(bool) & (others["run_id"] != run_id)] if not others.empty else others
+compare_ids = ["(none)", *others["run_id"]] if not others.empty else ["(none)"]
+compare_id = st.selectbox("Compare with", compare_ids, key="report_compare",
+                          help="Adds a section comparing this run with another on the same rows: each metric's "
+                               "difference with a 95 % paired-bootstrap interval, and McNemar's p. Runs on other "
+                               "rows or labels are refused (the section says why).")
+compare_with = None if compare_id == "(none)" else str(dict(zip(others["run_id"], others["path"]))[compare_id])
 options = {"run_dir": run_dir, "split": split, "max_thumbnails": int(max_thumbnails),
-           "embeddings": bool(with_embeddings)}
+           "embeddings": bool(with_embeddings), "compare_with": compare_with}
 
 if st.button("Build report", type="primary", key="report_build", icon=":material/description:"):
     bar = st.progress(0.0, text="Reading the run…")
@@ -54,7 +62,7 @@ if st.button("Build report", type="primary", key="report_build", icon=":material
     try:
         meta, sections = report.collect_sections(
             run_dir, workspace=ws, split=split, max_thumbnails=int(max_thumbnails), embeddings=bool(with_embeddings),
-            progress=lambda f, m: bar.progress(min(max(float(f), 0.0), 1.0), text=m.capitalize() + "…"))
+            compare_with=compare_with, progress=lambda f, m: bar.progress(min(max(float(f), 0.0), 1.0), text=m.capitalize() + "…"))
         html_text = report.render_html(meta, sections, headline=meta.get("headline", ()))
     except ValueError as exc:
         bar.empty()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from core.cli import COMMANDS, CLIError, emit_json
+from core.cli import COMMANDS, CLIError, emit_json, run_path
 
 
 def _args_compare(p: argparse.ArgumentParser) -> None:
@@ -21,23 +20,11 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def _run_path(arg: str, workspace: str | None) -> Path:
-    from core.workspace import home
-
-    path = Path(arg).expanduser()
-    if path.is_dir():
-        return path
-    candidate = home(workspace).runs_dir / arg
-    if "/" not in arg and candidate.is_dir():
-        return candidate
-    raise CLIError(f"{arg} is neither a run directory nor a run id under {home(workspace).runs_dir}")
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two runs on the same test rows: metric deltas with paired-bootstrap CIs and McNemar's p."""
     from core import compare
 
-    a, b = _run_path(args.run_a, args.workspace), _run_path(args.run_b, args.workspace)
+    a, b = run_path(args.run_a, args.workspace), run_path(args.run_b, args.workspace)
     try:
         result = compare.compare_runs(a, b, split=args.split, n_bootstrap=args.n_bootstrap,
                                       confidence=args.confidence, seed=args.seed)

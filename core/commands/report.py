@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info
+from core.cli import COMMANDS, CLIError, emit_json, info, run_path
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,9 @@ def _args_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thumbnail-size", type=int, default=80, help="thumbnail size in pixels (default 80)")
     p.add_argument("--no-embeddings", action="store_true",
                    help="skip the embedding map and out-of-distribution examples (no model inference)")
+    p.add_argument("--compare", metavar="RUN_B",
+                   help="add a section comparing this run with RUN_B (a run directory, or a run id of the workspace) "
+                        "on the same rows: metric differences with 95%% paired-bootstrap intervals and McNemar's p")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -52,6 +55,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         except WorkspaceError as exc:
             raise CLIError(str(exc)) from exc
 
+    run_b = run_path(args.compare, args.workspace) if args.compare else None
+
     last = [-1.0]
 
     def progress(fraction: float, message: str) -> None:
@@ -62,7 +67,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         meta, sections = report.collect_sections(
             rd.path, workspace=ws, split=args.split, max_thumbnails=args.max_thumbnails,
-            thumbnail_size=args.thumbnail_size, embeddings=not args.no_embeddings, progress=progress)
+            thumbnail_size=args.thumbnail_size, embeddings=not args.no_embeddings, compare_with=run_b,
+            progress=progress)
         text = report.render_html(meta, sections, headline=meta.get("headline", ()))
     except ValueError as exc:
         raise CLIError(str(exc)) from exc

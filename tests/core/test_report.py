@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import report, review, runs
+from core import compare, report, review, runs
 from core.cli import main as cli_main
 from core.workspace import Workspace
 from tests.conftest import rename_class_in_run
@@ -19,6 +20,7 @@ from tests.conftest import rename_class_in_run
 EVIL_CLASS = "</script><script>alert(1)</script>"
 EVIL_FILE = "<img src=x onerror=alert(2)>.png"
 EVIL_NOTE = "<b onmouseover=alert(3)>bad crop</b> https://example.com"
+EVIL_LABEL = '<script>alert(1)</script> & "quoted" https://evil'
 
 
 class _Scan(HTMLParser):
@@ -213,7 +215,7 @@ def test_cli_report_user_errors_exit_2(tmp_path, capsys):
     assert "lacks labels.json and predictions.csv" in capsys.readouterr().err
 
 
-def _synthetic_run(root: Path, task: str, n: int = 60, seed: int = 0) -> Path:
+def _synthetic_run(root: Path, task: str, n: int = 60, seed: int = 0, names: list[str] | None = None) -> Path:
     """A run directory with labels.json + predictions.csv only (no model, no dataset): the report's floor."""
     import numpy as np
     from PIL import Image
@@ -221,7 +223,8 @@ def _synthetic_run(root: Path, task: str, n: int = 60, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     run = root / f"synthetic-{task}"
     run.mkdir()
-    names = {"binary": ["cat", "dog"], "multiclass": ["a & b", "c", "d"], "multilabel": ["sky", "sea", "sand"]}[task]
+    names = names or {"binary": ["cat", "dog"], "multiclass": ["a & b", "c", "d"],
+                      "multilabel": ["sky", "sea", "sand"]}[task]
     k = len(names)
     img_dir = root / "img"
     img_dir.mkdir(exist_ok=True)
@@ -306,3 +309,110 @@ def test_cleaning_log_says_which_labels_the_run_trained_on(patch, expected, demo
     _meta, sections = report.collect_sections(run, workspace=demo_workspace, embeddings=False)
     body = {s.key: s for s in sections}["cleaning"].body
     assert expected in body
+
+
+def test_a_hostile_label_is_escaped_in_every_place_of_the_document(tmp_path):
+    """``<script>``, ``&``, ``"`` and ``https://`` in a class name: escaped text in the HTML and the figure JSON."""
+    run = _synthetic_run(tmp_path, "multiclass", names=[EVIL_LABEL, "c", "d"])
+    meta, sections = report.collect_sections(run, workspace=Workspace(tmp_path / "ws").ensure(), embeddings=False,
+                                             max_thumbnails=60)
+    text = report.render_html(meta, sections)
+    for raw in ("<script>alert", "https://evil", '"quoted"', EVIL_LABEL):
+        assert raw not in text, raw
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quoted&#34; https&#58;//evil"
+    by = {s.key: s for s in sections}
+    for key in ("per_class", "mistakes", "model_card"):  # table cell, thumbnail caption, outputs list
+        assert escaped in by[key].body, key
+    assert "\\u0026lt;script\\u0026gt;alert(1)" in text  # figure JSON: cannot close the <script> element
+    scan = _scan(text)
+    n_figs = sum(1 for t, a in scan.tags if t == "div" and "plotly-graph-div" in a.get("class", ""))
+    assert sum(1 for t, _ in scan.tags if t == "script") == 2 + n_figs
+    assert not re.search(r"(?i)https?://", text)
+
+
+def _training_body(run: Path, ws: Workspace) -> str:
+    return next(s.body for s in report.collect_sections(run, workspace=ws, embeddings=False)[1] if s.key == "training")
+
+
+@pytest.mark.parametrize("record, final", [
+    ({"chosen": "linear probe", "epoch": 2}, "the linear probe (epoch 2)"),
+    ({"chosen": "best fine-tuning epoch", "epoch": 7}, "the best fine-tuning epoch (7)"),
+    ({"chosen": "weight average", "epoch": 9, "epochs_averaged": [6, 9]}, "the weight average of epochs 6–9")])
+def test_training_section_names_the_final_model_chosen_on_val_and_why(record, final, demo_run, demo_workspace,
+                                                                      tmp_path):
+    run = _copy_run(demo_run, tmp_path)
+    body = _training_body(run, demo_workspace)
+    assert "(the checkpoint kept)" in body and "Final model" not in body  # no selection line: the old wording
+    reason = f"{record['chosen']} has the best val_macro_f1 (0.9000); other 0.5000 <b>"
+    runs.append_metrics(run, {"kind": "selection", "stage": "main", "monitor": "val_macro_f1", "epoch": None,
+                              "epochs_averaged": None, "candidates": [], "reason": reason, **record})
+    body = _training_body(run, demo_workspace)
+    assert f"Final model: <b>{final}</b>, chosen on val: {reason.replace('<b>', '&lt;b&gt;')}." in body
+    assert "(the checkpoint kept)" not in body
+
+
+def _cells(fragment: str) -> list[list[str]]:
+    """The body rows of the tables in an HTML fragment, as lists of cell texts."""
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", fragment, re.S)
+            if "<td" in row]
+
+
+def test_comparison_section_shows_what_compare_runs_computes(demo_run, demo_multiclass_run, demo_workspace,
+                                                             tmp_path):
+    run = _copy_run(demo_run, tmp_path)
+    other = _copy_run(demo_multiclass_run, tmp_path)  # the same predictions as the demo run's finest level...
+    pred = pd.read_csv(other / "predictions.csv")
+    fixed = pred.index[(pred["split"] == "test") & (pred["pred"] != pred["true"])][:20]
+    pred.loc[fixed, "pred"] = pred.loc[fixed, "true"]  # ...until 20 of its test mistakes are put right
+    pred.to_csv(other / "predictions.csv", index=False)
+    meta, sections = report.collect_sections(run, workspace=demo_workspace, embeddings=False, compare_with=other)
+    assert [s.key for s in sections] == [*report.SECTIONS, "comparison"]
+    sec = sections[-1]
+    assert (sec.status, sec.title) == ("ok", "Comparison with demo-multiclass")
+    c = compare.compare_runs(run, other, split="test")
+    assert c.metrics["accuracy"].delta > 0 and c.mcnemar.b_only_correct == 20
+    rows = {r[0]: r for r in _cells(sec.body)}
+    assert set(rows) == {compare.METRIC_LABELS[k] for k in c.metrics}
+    for key, m in c.metrics.items():
+        _, a, b, delta, ci, significant = rows[compare.METRIC_LABELS[key]]
+        assert (float(a), float(b), float(delta)) == pytest.approx((m.a, m.b, m.delta), abs=5e-5)
+        low, high = ci.split(" to ")
+        assert (float(low), float(high)) == pytest.approx((m.ci_low, m.ci_high), abs=5e-5)
+        assert significant == ("yes" if m.significant else "no")
+    assert f"p = <b>{c.mcnemar.p_value:.3g}</b>" in sec.body
+    assert f"<p><b>{c.verdict()}</b></p>" in html.unescape(sec.body)
+    assert "level &#39;element&#39;" in sec.body  # the hierarchical run is compared at its finest level
+    text = report.render_html(meta, sections)
+    assert '<section id="comparison" class="status-ok">' in text and '<a href="#comparison">' in text
+
+
+def test_runs_that_cannot_be_compared_give_an_error_section_and_the_rest_of_the_report(
+        demo_run, demo_multiclass_run, demo_workspace, tmp_path):
+    other = _copy_run(demo_multiclass_run, tmp_path / "b")
+    pred = pd.read_csv(other / "predictions.csv")
+    pred.drop(pred.index[pred["split"] == "test"][:3]).to_csv(other / "predictions.csv", index=False)
+    meta, sections = report.collect_sections(demo_run, workspace=demo_workspace, embeddings=False,
+                                             compare_with=other)
+    sec = sections[-1]
+    assert sec.key == "comparison" and sec.status == "error"
+    assert "not evaluated on the same test rows" in sec.note and "not evaluated on the same test rows" in sec.body
+    assert {s.status for s in sections[:-1]} == {"ok", "missing"}  # only the embedding sections (not requested)
+    text = report.render_html(meta, sections)
+    assert '<section id="comparison" class="status-error">' in text
+    assert '<section id="confusion" class="status-ok">' in text
+
+
+def test_cli_report_compare_takes_a_run_id_of_the_workspace(demo_run, demo_multiclass_run, demo_workspace, tmp_path,
+                                                             capsys):
+    run = _copy_run(demo_run, tmp_path)
+    out = tmp_path / "report.html"
+    rc = cli_main(["report", str(run), "--out", str(out), "--workspace", str(demo_workspace.root), "--no-embeddings",
+                   "--compare", demo_multiclass_run.name, "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["sections"]["comparison"] == "ok"
+    assert "<h2>Comparison with demo-multiclass</h2>" in out.read_text(encoding="utf-8")
+    assert cli_main(["report", str(run), "--out", str(out), "--workspace", str(demo_workspace.root),
+                     "--no-embeddings", "--compare", "nope"]) == 2
+    assert "nope is neither a run directory nor a run id" in capsys.readouterr().err

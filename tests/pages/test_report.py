@@ -86,3 +86,25 @@ def test_no_finished_run_says_what_to_do(demo_workspace, tmp_path, monkeypatch):
     assert not at.exception
     assert any("No finished run yet" in i.value for i in at.info)
     assert not at.button
+
+
+def test_report_can_compare_with_another_run(in_demo_workspace, demo_run, demo_multiclass_run):
+    from core import compare
+
+    at = _page(demo_run)
+    assert at.selectbox(key="report_compare").value == "(none)"
+    assert demo_multiclass_run.name in at.selectbox(key="report_compare").options
+    assert demo_run.name not in at.selectbox(key="report_compare").options  # never against itself
+    at.checkbox(key="report_embeddings").uncheck()
+    at.selectbox(key="report_compare").set_value(demo_multiclass_run.name)
+    at.button(key="report_build").click().run()
+    assert not at.exception
+    status = {t: (s, n) for t, s, n in at.session_state["_report_built"]["sections"]}
+    got = status[f"Comparison with {demo_multiclass_run.name}"]
+    try:
+        c = compare.compare_runs(demo_run, demo_multiclass_run)
+    except ValueError as exc:  # other rows or labels: the section gives the refusal
+        assert got == ("error", str(exc))
+    else:
+        assert got[0] == "ok"
+        assert c.verdict() in at.session_state["_report_built"]["html"]
