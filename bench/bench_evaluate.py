@@ -14,6 +14,7 @@ recall from 1,000 resamples.
   (both are Monte-Carlo estimates of the same quantity, so a gap of ~0.01 is expected).
 Also ``summary_s``: classification summary + one-vs-rest curves + calibration bins.
 
+Each N is measured ``common.REPEATS`` (3) times (ratio within each repeat; median and min-max).
 Usage: ``python bench/bench_evaluate.py [N ...]`` (default 10000 100000). Prints one JSON object
 per N, then the combined object as the last stdout line.
 """
@@ -25,6 +26,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from bench.common import repeated  # noqa: E402
 
 
 def _data(n: int, k: int, seed: int = 0):
@@ -85,21 +89,18 @@ def bench(n: int, k: int = 10) -> dict:
             for i, c in enumerate(classes) if ref[i] is not None]
     summary_s, _ = _time(lambda: (M.classification_summary(y, p, classes=classes),
                                   M.one_vs_rest_curves(y, p, classes=classes), M.calibration_bins(y, p)))
-    return {"n": n, "k": k, "loupe_s": round(loupe_s, 3), "naive_s": round(naive_s, 3),
-            "ratio": round(naive_s / loupe_s, 1), "same_thresholds": bool(same),
-            "ci_max_abs_diff": round(float(max(gaps)), 4) if gaps else None, "summary_s": round(summary_s, 3)}
+    return {"n": n, "k": k, "loupe_s": loupe_s, "naive_s": naive_s, "ratio": naive_s / loupe_s, "same_thresholds": bool(same),
+            "ci_max_abs_diff": round(float(max(gaps)), 4) if gaps else None, "summary_s": summary_s}
 
 
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [10_000, 100_000]
     results = []
     for n in sizes:
-        results.append(bench(n))
+        results.append(repeated(lambda: bench(n)))
         print(json.dumps(results[-1]), flush=True)
-    print(json.dumps({"bench": "evaluate_thresholds", "results": results,
-                      "ratio_min": min(r["ratio"] for r in results)}))
+    print(json.dumps({"bench": "evaluate_thresholds", "results": results}))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     main(sys.argv[1:])

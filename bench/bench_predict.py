@@ -1,6 +1,6 @@
 """Warm single-image prediction: ``core.predict.Predictor`` vs the raw Keras model.
 
-Two models, each loaded once and warmed up, then timed over ``REPEAT`` calls (median, ms):
+Two models, each loaded once and warmed up, then timed (ms):
 
 * ``demo_cnn32``: the tiny CNN trained on the demo at 32 px (15 epochs, as the test fixtures),
   with its embeddings computed and an out-of-distribution threshold saved, so the Predictor
@@ -16,7 +16,12 @@ Side by side, for one image:
   the fastest raw Keras call, and what the Predictor uses inside);
 * ``predictor_image_ms``: ``Predictor.predict_images([array])`` (decisions, OOD, the table);
 * ``predictor_file_ms``: ``Predictor.predict_paths([png])`` (plus decoding and resizing the file);
-* ratios of the Predictor timings to ``model.predict``, ``model(x)`` and ``predict_on_batch``.
+* ratios of the Predictor timings to ``predict_on_batch`` (the fair baseline: the Predictor calls
+  it inside), ``model(x)`` and ``model.predict`` (which pays for building a tf.data pipeline on
+  every call).
+
+Each round times every call ``REPEAT`` (50) times, interleaved, and takes the medians; the
+ratios are computed within a round; ``common.REPEATS`` (3) rounds give median and min-max.
 
 Usage: ``python bench/bench_predict.py``. Prints one JSON object per model, then the combined
 object as the last stdout line.
@@ -39,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from bench.common import REPEATS, repeated  # noqa: E402
 from core import runs  # noqa: E402
 from core.predict import Predictor  # noqa: E402
 from core.workspace import atomic_write_json  # noqa: E402
@@ -107,20 +113,22 @@ def bench(name: str, run_dir: Path, image: Path) -> dict:
     model = predictor.model
     arr = resize_image(load_image(image), predictor.image_size)
     x = arr[None].astype(np.float32)
-    res = {"model": name, "image_size": predictor.image_size, "ood": predictor.ood_note is None,
-           "load_s": round(load_s, 3)}
-    res.update(_interleaved_medians({
+    calls = {
         "model_predict_ms": lambda: model.predict(x, verbose=0),
         "model_call_ms": lambda: model([x], training=False),
         "model_predict_on_batch_ms": lambda: model.predict_on_batch(x),
         "predictor_image_ms": lambda: predictor.predict_images([arr]),
         "predictor_file_ms": lambda: predictor.predict_paths([image]),
-    }))
-    res["ratio_file_vs_predict"] = res["predictor_file_ms"] / res["model_predict_ms"]
-    res["ratio_image_vs_predict"] = res["predictor_image_ms"] / res["model_predict_ms"]
-    res["ratio_image_vs_call"] = res["predictor_image_ms"] / res["model_call_ms"]
-    res["ratio_image_vs_predict_on_batch"] = res["predictor_image_ms"] / res["model_predict_on_batch_ms"]
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}
+    }
+    res = {"model": name, "image_size": predictor.image_size, "ood": predictor.ood_note is None,
+           "load_s": round(load_s, 3)}
+    res.update(repeated(lambda: _interleaved_medians(calls), ratios={
+        "ratio_image_vs_predict_on_batch": ("predictor_image_ms", "model_predict_on_batch_ms"),
+        "ratio_file_vs_predict_on_batch": ("predictor_file_ms", "model_predict_on_batch_ms"),
+        "ratio_image_vs_call": ("predictor_image_ms", "model_call_ms"),
+        "ratio_image_vs_predict": ("predictor_image_ms", "model_predict_ms"),
+    }, digits=3))
+    return res
 
 
 def main() -> int:
@@ -132,7 +140,7 @@ def main() -> int:
             r = bench(name, run_dir, image)
             print(json.dumps(r), flush=True)
             results.append(r)
-        print(json.dumps({"bench": "predict", "repeat": REPEAT, "cpus": os.cpu_count(), "results": results}))
+        print(json.dumps({"bench": "predict", "calls_per_round": REPEAT, "rounds": REPEATS, "cpus": os.cpu_count(), "results": results}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

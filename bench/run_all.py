@@ -1,7 +1,9 @@
 """Run every bench/bench_*.py in its own process and collect their JSON results.
 
 Each benchmark prints one JSON object as its last stdout line (side-by-side figures and
-ratios). Results are written to bench/results/<name>.json and summarised on stdout.
+ratios, median and min-max over repeats). Results are written to bench/results/<name>.json
+(committed: they are the evidence for README's figures), then README's Performance table
+is rewritten from them (``bench/perf_table.py``).
 Usage: python bench/run_all.py [name-substring ...]
 """
 
@@ -42,6 +44,10 @@ def main(argv: list[str]) -> int:
         result["_wall_s"] = round(time.monotonic() - t0, 1)
         (results_dir / f"{script.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2), flush=True)
+    sys.path.insert(0, str(REPO))
+    from bench import perf_table
+
+    print("README's Performance table", "rewritten" if perf_table.update_readme() else "unchanged")
     if failed:
         print("failed:", ", ".join(failed))
     return 1 if failed else 0

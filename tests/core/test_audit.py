@@ -405,7 +405,7 @@ def test_demo_near_duplicates_pair_with_their_source(demo_audit):
 
 
 def test_demo_label_issues_precision_and_recall(demo_audit):
-    """Measured on the demo: precision 0.80, recall 0.82 (45 flags, 44 flipped labels)."""
+    """Floors under the figures bench/bench_audit.py measures and README reports ("label issues, demo")."""
     _ds, gt, res = demo_audit
     recall, precision, _n = _recall_precision(gt, res, "flipped_label", "label_issue")
     assert recall >= 0.75, recall
