@@ -168,11 +168,18 @@ def audit_panel(result) -> None:
                      "detector. Without one, a cross-validated classifier on cheap image features runs, "
                      "plus a pretrained ImageNet backbone's features (MobileNetV2, the Embeddings page's) when "
                      "its weights are at hand: on photos they flag far fewer correct labels.")
+            near = st.selectbox(
+                "Near duplicates from", list(audit.NEAR_FEATURES), format_func=audit.NEAR_FEATURES.get,
+                index=list(audit.NEAR_FEATURES).index(cur.near_duplicate_features), key="audit_near_features",
+                help="Pixels find exact and lightly edited copies. On photos, pretrained ImageNet features checked "
+                     "by keypoints also find copies that were cropped, rotated, re-lit or recompressed; on "
+                     "synthetic renderings (one UI layout in several themes) they pair look-alikes too.")
             submitted = st.form_submit_button("Run audit", type="primary", key="audit_run")
     if submitted:
         try:
             cfg = audit.AuditConfig.from_dict({**cur.to_dict(), **values, "enabled": enabled,
-                                               "label_issue_features": quick.get(source, cur.label_issue_features)})
+                                               "label_issue_features": quick.get(source, cur.label_issue_features),
+                                               "near_duplicate_features": near})
         except ValueError as exc:
             st.error(f"Invalid thresholds: {exc}")
             return

@@ -174,3 +174,20 @@ def test_label_issue_source_choice_is_saved_with_the_audit(ws):
     assert any("label issues from the quick classifier on image features" in c.value for c in at.caption)
     # the next form starts from the saved choice
     assert at.selectbox(key="audit_source").value == "(quick classifier: image features only, fastest)"
+
+
+def test_near_duplicate_features_are_chosen_in_the_form_and_saved_with_the_audit(ws):
+    """Pixels by default; the choice reaches the audit's config and the next form starts from it."""
+    at = _page(ws)
+    for name in audit.DETECTORS:
+        if name not in ("duplicate", "near_duplicate"):
+            at.checkbox(key=f"audit_on_{name}").uncheck()
+    box = at.selectbox(key="audit_near_features")
+    assert box.value == "pixels"
+    assert [audit.NEAR_FEATURES[k] for k in audit.NEAR_FEATURES] == box.options
+    box.set_value("auto")
+    at.button(key="audit_run").click().run(timeout=TIMEOUT)
+    assert not at.exception, at.exception
+    result = audit.load_audit(ws, ws.list_datasets()[0]["dataset_id"])
+    assert result.config.near_duplicate_features == "auto"
+    assert at.selectbox(key="audit_near_features").value == "auto"

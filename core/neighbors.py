@@ -1,0 +1,74 @@
+"""Nearest neighbours by cosine similarity without an N x N matrix (faiss).
+
+:func:`cosine_neighbors` finds each vector's ``k`` most similar others. Below
+:data:`EXACT_LIMIT` vectors it searches exhaustively (``IndexFlatIP`` on unit vectors: exact,
+and at 50k x 1280 floats still seconds on 2 cores); above, an inverted-file index
+(``IndexIVFFlat``: ``4 * sqrt(N)`` lists trained on a sample, :data:`NPROBE` probed), so time
+grows about as N * sqrt(N) and memory as N: no quadratic step anywhere.
+
+>>> import numpy as np
+>>> v = np.array([[1, 0], [0.99, 0.1], [0, 1]], np.float32)
+>>> sim, idx = cosine_neighbors(v, 1)
+>>> idx[:, 0].tolist()
+[1, 0, 1]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Exhaustive search up to this many vectors; an IVF index above.
+EXACT_LIMIT = 50_000
+#: Inverted lists probed per query in the IVF index (recall of the true top neighbours ~0.99 at 16).
+NPROBE = 16
+#: Queries per search call (bounds the (chunk, k) result buffers and faiss' scratch space).
+_CHUNK = 16_384
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to length 1 (all-zero rows stay zero)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit: int = EXACT_LIMIT
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows by cosine similarity.
+
+    Returns
+    -------
+    sim : float32 (N, k), similarities in [-1, 1], best first (``-inf`` where fewer than k exist)
+    idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
+    """
+    import faiss
+
+    v = unit_rows(vectors)
+    n, d = v.shape
+    k = int(min(k, max(n - 1, 0)))
+    if n == 0 or k == 0:
+        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    if n <= exact_limit:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        train = v[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        index.train(train)
+        index.nprobe = NPROBE
+    index.add(v)
+    sims, idxs = [], []
+    for a in range(0, n, _CHUNK):
+        s, i = index.search(v[a:a + _CHUNK], k + 1)  # +1: the row itself is (usually) its own best match
+        rows = np.arange(a, a + len(s))[:, None]
+        self_hit = i == rows
+        # drop the self match (or, when a tie pushed it out, the last column) keeping order
+        drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)
+        keep = np.ones_like(self_hit)
+        keep[np.arange(len(s)), drop] = False
+        sims.append(s[keep].reshape(len(s), k))
+        idxs.append(i[keep].reshape(len(s), k))
+    sim, idx = np.concatenate(sims), np.concatenate(idxs).astype(np.int64)
+    sim[idx < 0] = -np.inf
+    return sim, idx

@@ -1,0 +1,43 @@
+"""core.neighbors: cosine nearest neighbours through faiss, exact and IVF, against scikit-learn's brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from core.neighbors import cosine_neighbors, unit_rows
+
+
+def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n // 50, 2), d))
+    return (centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_exact_search_equals_brute_force_and_never_returns_the_row_itself():
+    x = _clustered(600, 32)
+    sim, idx = cosine_neighbors(x, 5)
+    ref = NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(x)
+    dist, ref_idx = ref.kneighbors(x)
+    assert sim.shape == idx.shape == (600, 5)
+    assert not (idx == np.arange(600)[:, None]).any()
+    np.testing.assert_allclose(sim, 1 - dist[:, 1:], atol=1e-5)
+    assert (idx == ref_idx[:, 1:]).mean() > 0.99  # ties may swap order
+    assert (np.diff(sim, axis=1) <= 1e-6).all()  # best first
+
+
+def test_ivf_index_above_the_exact_limit_finds_the_true_nearest_neighbour():
+    x = _clustered(4000, 16, seed=1)
+    _, exact = cosine_neighbors(x, 1)
+    sim, approx = cosine_neighbors(x, 1, exact_limit=1000)
+    assert (approx[:, 0] == exact[:, 0]).mean() >= 0.95
+    v = unit_rows(x)
+    np.testing.assert_allclose(sim[:, 0], (v * v[approx[:, 0]]).sum(axis=1), atol=1e-5)
+
+
+def test_tiny_inputs_and_zero_rows():
+    sim, idx = cosine_neighbors(np.zeros((1, 4), np.float32), 3)
+    assert sim.shape == (1, 0) and idx.shape == (1, 0)
+    sim, idx = cosine_neighbors(np.array([[1, 0], [1, 0.01], [0, 0]], np.float32), 5)
+    assert idx.shape == (3, 2) and idx[0, 0] == 1 and idx[1, 0] == 0
+    assert np.isfinite(unit_rows(np.zeros((2, 3)))).all()
