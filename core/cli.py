@@ -10,127 +10,42 @@ Conventions every command follows:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any, Callable
+
+from core.commands import audit, compare, dataset, demo, embed, evaluate, export, ood, predict, report, train
+from core.commands.common import CLIError
 
 
-class CLIError(Exception):
-    """A user error: printed as ``error: <message>`` and exit code 2 (no traceback)."""
-
-
-def emit_json(obj: Any) -> None:
-    """Print ``obj`` as one JSON line on stdout (the contract: last line of stdout)."""
-    sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if np.isnan(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def info(msg: str) -> None:
-    """Progress for humans, on stderr."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Dataset options shared by inspect / audit / train
-# ---------------------------------------------------------------------------
-
-def run_path(arg: str, workspace: str | None) -> Path:
-    """A run given as a directory, or as a run id under the workspace's ``runs/``."""
-    from core.workspace import home
-
-    path = Path(arg).expanduser()
-    if path.is_dir():
-        return path
-    candidate = home(workspace).runs_dir / arg
-    if "/" not in arg and candidate.is_dir():
-        return candidate
-    raise CLIError(f"{arg} is neither a run directory nor a run id under {home(workspace).runs_dir}")
-
-
-def add_dataset_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="dataset root: a folder of class folders, or the images folder for a labels table")
-    p.add_argument("--labels", help="labels table (CSV, TSV or Parquet); paths in it are relative to PATH")
-    p.add_argument("--task", choices=["multiclass", "binary", "multilabel", "hierarchical"],
-                   help="label shape (auto-detected when omitted)")
-    p.add_argument("--label-columns", help="comma-separated label columns (hierarchical: levels coarse->fine)")
-    p.add_argument("--image-column", help="column holding image paths (auto-detected when omitted)")
-    p.add_argument("--positive-class", help="binary task: the positive class")
-    p.add_argument("--tags-column", help="multi-label: one column of delimited tags")
-    p.add_argument("--tags-delimiter", default=None, help="delimiter for --tags-column (default: auto)")
-    p.add_argument("--box-columns", help="region crops: x,y,w,h or x1,y1,x2,y2 column names")
-    p.add_argument("--box-format", choices=["xywh", "xyxy"], help="how to read --box-columns (default: from names)")
-    p.add_argument("--attribute-columns", help="extra multi-hot attribute columns")
-    p.add_argument("--unseen", help="folder of unlabelled images kept beside the dataset (out-of-distribution)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stored train/val/test split")
-    p.add_argument("--workspace", help="workspace folder (default: $LOUPE_HOME or ./workspace)")
-
-
-def spec_from_args(args: argparse.Namespace) -> "Any":
-    """The :class:`core.datasets.DatasetSpec` described by the options of :func:`add_dataset_options`.
-
-    Raises :class:`CLIError` when an option has an invalid value.
-    """
-    from core.datasets import DatasetSpec
-
-    def cols(v: str | None) -> tuple[str, ...]:
-        return tuple(c.strip() for c in v.split(",") if c.strip()) if v else ()
-
-    try:
-        return DatasetSpec(
-            path=args.path, labels=args.labels, task=args.task, label_columns=cols(args.label_columns),
-            image_column=args.image_column, positive_class=args.positive_class, tags_column=args.tags_column,
-            tags_delimiter=args.tags_delimiter, box_columns=cols(args.box_columns), box_format=args.box_format,
-            attribute_columns=cols(args.attribute_columns), unseen=args.unseen, seed=args.seed,
-            name=getattr(args, "name", None), delimiter=getattr(args, "delimiter", None),
-            split_column=getattr(args, "split_column", None), image_root=getattr(args, "image_root", None),
-        )
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-
-
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def load_commands() -> None:
-    """Import every module of :mod:`core.commands`; each registers its command(s) in :data:`COMMANDS`."""
-    import importlib
-    import pkgutil
-
-    import core.commands as pkg
-
-    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
-        importlib.import_module(f"core.commands.{mod}")
+#: Every command, by name: its module in :mod:`core.commands` has ``add_arguments(parser)`` and ``run(args)``.
+COMMANDS = {
+    "audit": audit,
+    "compare": compare,
+    "dataset": dataset,
+    "demo": demo,
+    "embed": embed,
+    "evaluate": evaluate,
+    "export": export,
+    "ood": ood,
+    "predict": predict,
+    "report": report,
+    "train": train,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    load_commands()
     parser = argparse.ArgumentParser(prog="python -m core", description="Loupe: image-classification workbench CLI")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_args, _handler) in sorted(COMMANDS.items()):
-        p = sub.add_parser(name, help=(_handler.__doc__ or "").strip().splitlines()[0] if _handler.__doc__ else None)
-        add_args(p)
+    for name, module in sorted(COMMANDS.items()):
+        doc = (module.run.__doc__ or "").strip()
+        module.add_arguments(sub.add_parser(name, help=doc.splitlines()[0] if doc else None))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _add, handler = COMMANDS[args.command]
     try:
-        return int(handler(args) or 0)
+        return int(COMMANDS[args.command].run(args) or 0)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

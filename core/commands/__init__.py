@@ -1,1 +1,1 @@
-"""One module per CLI command; each registers itself in ``core.cli.COMMANDS`` when imported."""
+"""One module per CLI command (``add_arguments`` and ``run``); :mod:`core.cli` lists them in a table."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 
 #: Columns of the ``--csv`` file, in order (one row per flag; ``path`` as the dataset gives it).
 CSV_COLUMNS = ("path", "issue", "score", "suggested_action", "suggested_label", "label", "label_column", "detail",
                "group", "sample_id")
 
 
-def _args_audit(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_options(p)
     p.add_argument("--run", dest="run_dir", help="a finished run of this dataset: label_issue uses its validation/"
                                                   "test predicted probabilities instead of the quick classifier")
@@ -50,7 +50,7 @@ def _config(args: argparse.Namespace):
         raise CLIError(str(exc)) from exc
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Audit a dataset: corrupt, blank, duplicate, mislabelled, rare... samples, one row per flag."""
     import time
     from pathlib import Path
@@ -117,6 +117,3 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     return 0
-
-
-COMMANDS["audit"] = (_args_audit, cmd_audit)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, run_path
+from core.commands.common import CLIError, emit_json, run_path
 
 
-def _args_compare(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_a", help="the baseline: a run directory, or a run id of the workspace")
     p.add_argument("run_b", help="the run compared with it: a run directory, or a run id")
     p.add_argument("--split", default="test", choices=["test", "val", "train"],
@@ -20,7 +20,7 @@ def _args_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Compare two runs on the same test rows: metric deltas with paired-bootstrap CIs and McNemar's p."""
     from core import compare
 
@@ -35,6 +35,3 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(compare.format_comparison(result))
     return 0
-
-
-COMMANDS["compare"] = (_args_compare, cmd_compare)

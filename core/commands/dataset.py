@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli import COMMANDS, CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 
-def _args_dataset(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     verbs = p.add_subparsers(dest="dataset_verb", required=True)
     q = verbs.add_parser("inspect", help="load, validate and register a dataset; print its report")
     add_dataset_options(q)
@@ -18,7 +18,7 @@ def _args_dataset(p: argparse.ArgumentParser) -> None:
     q.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Datasets: ``inspect PATH`` loads, validates and registers one, and reports what it found."""
     from core import datasets
     from core.workspace import WorkspaceError, home
@@ -77,6 +77,3 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     for note in ds.report.notes:
         print(f"note: {note}")
     return 0
-
-
-COMMANDS["dataset"] = (_args_dataset, cmd_dataset)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli import COMMANDS, CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 
-def _args_demo(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="folder to write (must be new, empty, or a previous demo, which is replaced)")
     p.add_argument("--seed", type=int, default=0, help="generation seed: same seed, same bytes (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write the built-in demo dataset (UI-element crops + ground truth of injected problems)."""
     from core import demo
 
@@ -37,6 +37,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(result.out_dir)
     return 0
-
-
-COMMANDS["demo"] = (_args_demo, cmd_demo)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info
+from core.commands.common import CLIError, emit_json, info
 
 
-def _args_embed(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run directory (model.keras, labels.json, config.json)")
     p.add_argument("--method", default="pca", choices=["pca", "umap"], help="projection (default: pca)")
     p.add_argument("--dims", type=int, default=2, choices=[2, 3], help="map dimensions (default: 2)")
@@ -18,7 +18,7 @@ def _args_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Embed every sample of a run's dataset and write a 2-D/3-D PCA or UMAP map as CSV."""
     import time
     from pathlib import Path
@@ -57,6 +57,3 @@ def cmd_embed(args: argparse.Namespace) -> int:
                    "n_failed": emb.n_failed, "seconds": round(time.perf_counter() - t0, 3),
                    "params": proj.params})
     return 0
-
-
-COMMANDS["embed"] = (_args_embed, cmd_embed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli import COMMANDS, CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 
-def _args_evaluate(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory holding labels.json and predictions.csv")
     p.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="which rows of predictions.csv to evaluate (default: test)")
@@ -21,7 +21,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Evaluate a run's predictions: per-class metrics, curves' AP/AUC, thresholds at a target precision."""
     from core import metrics, runs
 
@@ -49,6 +49,3 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(metrics.format_evaluation(result))
     return 0
-
-
-COMMANDS["evaluate"] = (_args_evaluate, cmd_evaluate)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info
+from core.commands.common import CLIError, emit_json, info
 
 
-def _args_export(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run directory (runs/<run_id>/)")
     p.add_argument("--out", required=True, metavar="bundle.zip", help="the model bundle zip to write")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write a model bundle zip (model, labels, thresholds, preprocessing) that `predict` loads anywhere."""
     import zipfile
 
@@ -32,6 +32,3 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(out)
     return 0
-
-
-COMMANDS["export"] = (_args_export, cmd_export)

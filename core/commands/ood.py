@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info
+from core.commands.common import CLIError, emit_json, info
 
 
-def _args_ood(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run directory")
     p.add_argument("--unseen", required=True,
                    help="folder of images the model never saw (searched recursively): the out-of-distribution set")
@@ -22,7 +22,7 @@ def _args_ood(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_ood(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Score the test split vs a folder of unseen images in embedding space: AUROC and a threshold."""
     from core import embeddings
     from core.datasets import DatasetError
@@ -60,6 +60,3 @@ def cmd_ood(args: argparse.Namespace) -> int:
         print(f"threshold {ev.threshold:.4g} flags {ev.test_fpr:.1%} of test and {ev.n_flagged}/{ev.n_unseen} "
               "unseen images")
     return 0
-
-
-COMMANDS["ood"] = (_args_ood, cmd_ood)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info
+from core.commands.common import CLIError, emit_json, info
 
 
-def _args_predict(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="RUN_DIR_OR_BUNDLE",
                    help="a finished run directory, or a model bundle zip from `python -m core export`")
     p.add_argument("paths", metavar="PATH", nargs="+",
@@ -31,7 +31,7 @@ def _records(df) -> list[dict]:
     return [{k: clean(v) for k, v in rec.items()} for rec in df.to_dict("records")]
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Predict images or folders with a run or a model bundle (CSV with path, prediction, confidence, OOD, p_<class>)."""
     from pathlib import Path
 
@@ -85,6 +85,3 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with pd.option_context("display.max_rows", 200, "display.max_colwidth", 60, "display.width", 200):
             print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return 0
-
-
-COMMANDS["predict"] = (_args_predict, cmd_predict)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import COMMANDS, CLIError, emit_json, info, run_path
+from core.commands.common import CLIError, emit_json, info, run_path
 
 
-def _args_report(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished run directory (runs/<run_id>/ with labels.json and predictions.csv)")
     p.add_argument("--out", required=True, help="where to write the HTML file (e.g. report.html)")
     p.add_argument("--workspace", help="workspace holding the run's dataset and review decisions "
@@ -25,7 +25,7 @@ def _args_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write a self-contained HTML report of a run (opens offline; plotly.js and thumbnails inlined)."""
     from pathlib import Path
 
@@ -89,6 +89,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(str(out))
     return 0
-
-
-COMMANDS["report"] = (_args_report, cmd_report)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli import COMMANDS, CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 
-def _args_train(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_options(p)
     for action in p._actions:  # PATH is optional here: --dataset-id or --config may name the data instead
         if action.dest == "path":
@@ -75,7 +75,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     f.add_argument("--log-every", type=int, default=10, help="a live loss line every N batches")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train a model (in this process) and write a run directory; the Train page launches the same."""
     from pathlib import Path
 
@@ -129,6 +129,3 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(f"{result.state}: {result.run_dir}; best epoch {result.best_epoch}; test {result.test}")
     return 0
-
-
-COMMANDS["train"] = (_args_train, cmd_train)
