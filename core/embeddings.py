@@ -215,20 +215,6 @@ def embeddings_path(run_dir) -> Path:
     return _rd(run_dir).path / EMBEDDINGS_FILE
 
 
-def run_workspace(run_dir, workspace: "Workspace | str | os.PathLike | None" = None) -> Workspace:
-    """The workspace a run belongs to: ``workspace`` if given, else ``<ws>/runs/<id>``'s ``<ws>``, else LOUPE_HOME."""
-    from core import workspace as wsmod
-
-    if isinstance(workspace, Workspace):
-        return workspace
-    if workspace is not None:
-        return wsmod.home(workspace)
-    path = _rd(run_dir).path.resolve()
-    if path.parent.name == "runs" and (path.parent.parent / "loupe.sqlite").exists():
-        return Workspace(path.parent.parent)
-    return wsmod.home()
-
-
 def image_size(run_dir) -> int:
     """The run's input side in pixels (preprocessing.json, else config.json)."""
     from core.workspace import read_json
@@ -240,27 +226,6 @@ def image_size(run_dir) -> int:
         raise ValueError(f"{rd.path}: cannot tell the run's image size (no preprocessing.json or config.json "
                          "image_size)")
     return int(size)
-
-
-def _run_dataset(rd: runs.RunDir, ws: Workspace):
-    from core import datasets
-
-    cfg = runs.read_config(rd)
-    if cfg.get("dataset_id"):
-        try:
-            return datasets.open_dataset(ws, cfg["dataset_id"])
-        except datasets.DatasetError:
-            if not cfg.get("dataset"):
-                raise
-    if cfg.get("dataset"):
-        return datasets.load_dataset(datasets.DatasetSpec.from_dict(cfg["dataset"]), workspace=ws)
-    raise ValueError(f"{rd.config}: the run names no dataset (no dataset_id or dataset); cannot embed its samples")
-
-
-def run_dataset(run_dir, *, workspace=None):
-    """The :class:`core.datasets.Dataset` a run was trained on."""
-    rd = _rd(run_dir)
-    return _run_dataset(rd, run_workspace(rd, workspace))
 
 
 def _check_run(rd: runs.RunDir) -> None:
@@ -282,23 +247,18 @@ _PREDICT_LOCK = threading.Lock()
 
 
 def _twin_model(rd: runs.RunDir):
-    """A model with outputs ``[embedding, predictions]`` for the run's checkpoint (cached per mtime)."""
+    """:func:`core.models.twin_model` of the run's checkpoint, ``[predictions, embedding]`` (cached per mtime)."""
     key = (str(rd.model.resolve()), rd.model.stat().st_mtime_ns)
     with _MODELS_LOCK:
         if key in _MODELS:
             _MODELS.move_to_end(key)
             return _MODELS[key]
-    import keras
-
     from core import models
 
-    model = models.load_model(rd.model)
     try:
-        emb = model.get_layer(models.EMBEDDING_LAYER).output
+        twin = models.twin_model(models.load_model(rd.model))
     except ValueError as exc:
-        raise ValueError(f"{rd.model}: the model has no layer named {models.EMBEDDING_LAYER!r} "
-                         "(was it built by core.models.build_model?)") from exc
-    twin = keras.Model(model.inputs, [emb, model.outputs[0]], name="embedding_twin")
+        raise ValueError(f"{rd.model}: {exc}") from exc
     with _MODELS_LOCK:
         _MODELS[key] = twin
         while len(_MODELS) > 4:
@@ -314,14 +274,14 @@ def _forward(twin, images: np.ndarray, *, progress: ProgressFn | None = None,
     with _PREDICT_LOCK:
         for start in range(0, n, BATCH_SIZE):
             batch = np.asarray(images[start:start + BATCH_SIZE], dtype=np.float32)
-            e, p = twin.predict_on_batch(batch)
+            p, e = twin.predict_on_batch(batch)
             vecs.append(np.asarray(e, dtype=np.float32).reshape(len(batch), -1))
             probs.append(np.asarray(p, dtype=np.float32).reshape(len(batch), -1))
             if progress:
                 progress(offset + min(start + BATCH_SIZE, n), total)
     if not vecs:
-        d = int(twin.outputs[0].shape[-1])
-        k = int(twin.outputs[1].shape[-1])
+        k = int(twin.outputs[0].shape[-1])
+        d = int(twin.outputs[1].shape[-1])
         return np.zeros((0, d), np.float32), np.zeros((0, k), np.float32)
     return np.concatenate(vecs), np.concatenate(probs)
 
@@ -371,7 +331,7 @@ def embed_paths(run_dir, paths: Sequence[str], *, workspace=None,
 
     rd = _rd(run_dir)
     _check_run(rd)
-    ws = run_workspace(rd, workspace)
+    ws = runs.run_workspace(rd, workspace)
     frame = pd.DataFrame({"path": [str(p) for p in paths]})
     arrays = ImageCache(ws.cache_dir / "images").arrays(frame, image_size(rd))
     ok = np.asarray(arrays.ok, dtype=bool)
@@ -520,8 +480,8 @@ def embeddings_fresh(run_dir, *, workspace=None) -> bool:
     rd = _rd(run_dir)
     try:
         _check_run(rd)
-        ws = run_workspace(rd, workspace)
-        samples = _run_samples(rd, _run_dataset(rd, ws))
+        ws = runs.run_workspace(rd, workspace)
+        samples = _run_samples(rd, runs.run_dataset(rd, ws))
         key = _cache_key(rd, samples, image_size(rd))
     except Exception:  # noqa: BLE001 - compute_embeddings will say what is wrong
         return False
@@ -543,7 +503,7 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
     run_dir : path or RunDir
         A run with ``model.keras``, ``labels.json`` and ``config.json`` naming its dataset.
     workspace : Workspace or path, optional
-        Where the dataset is registered (default: the run's workspace, see :func:`run_workspace`).
+        Where the dataset is registered (default: the run's workspace, see :func:`core.runs.run_workspace`).
     progress : callable(done, total), optional
         Called while images are decoded and embedded (decoding counts as the first half).
     force : bool
@@ -563,8 +523,8 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
 
     rd = _rd(run_dir)
     _check_run(rd)
-    ws = run_workspace(rd, workspace)
-    ds = _run_dataset(rd, ws)
+    ws = runs.run_workspace(rd, workspace)
+    ds = runs.run_dataset(rd, ws)
     samples = _run_samples(rd, ds)
     size = image_size(rd)
     key = _cache_key(rd, samples, size)
@@ -581,8 +541,8 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
     arrays = ImageCache(ws.cache_dir / "images").arrays(samples, size, progress=decode_progress)
     ok = np.flatnonzero(np.asarray(arrays.ok, dtype=bool))
     twin = _twin_model(rd)
-    vectors = np.zeros((0, int(twin.outputs[0].shape[-1])), np.float32)
-    probs = np.zeros((0, int(twin.outputs[1].shape[-1])), np.float32)
+    probs = np.zeros((0, int(twin.outputs[0].shape[-1])), np.float32)  # twin: [predictions, embedding]
+    vectors = np.zeros((0, int(twin.outputs[1].shape[-1])), np.float32)
     chunks_v, chunks_p = [vectors], [probs]
     step = 4096  # gather from the memmap in chunks: bounded memory at 100k images
     for start in range(0, len(ok), step):
@@ -1168,8 +1128,8 @@ def sample_thumbnails(run_dir, sample_ids: Sequence[str], *, size: int = 96,
     from core.images import ImageCache
 
     rd = _rd(run_dir)
-    ws = run_workspace(rd, workspace)
-    return dataset_thumbnails(_run_dataset(rd, ws), sample_ids, workspace=ws, size=size)
+    ws = runs.run_workspace(rd, workspace)
+    return dataset_thumbnails(runs.run_dataset(rd, ws), sample_ids, workspace=ws, size=size)
 
 
 def dataset_thumbnails(ds, sample_ids: Sequence[str], *, workspace: Workspace,

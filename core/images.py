@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import sqlite3
 import stat
 import threading
 import time
@@ -48,7 +47,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core.workspace import atomic_write_json
+from core.workspace import atomic_write_json, sqlite_session
 
 #: Refuse images with more pixels than this (checked from the header, before decoding).
 MAX_PIXELS = 64_000_000
@@ -515,31 +514,8 @@ class ImageCache:
         self._lock = threading.Lock()
 
     # -- index ---------------------------------------------------------------
-    @contextlib.contextmanager
     def _connect(self):
-        from core.workspace import _db_error
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            con = sqlite3.connect(self.root / "index.sqlite", timeout=60)
-        except sqlite3.OperationalError as exc:
-            raise _db_error(self.root / "index.sqlite", exc) from exc
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(_INDEX_SCHEMA)
-            yield con
-            con.commit()
-        except sqlite3.OperationalError as exc:  # disk full / read-only: an OSError naming the index
-            with contextlib.suppress(sqlite3.Error):
-                con.rollback()
-            raise _db_error(self.root / "index.sqlite", exc) from exc
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.rollback()
-            raise
-        finally:
-            con.close()
+        return sqlite_session(self.root / "index.sqlite", _INDEX_SCHEMA, timeout=60)
 
     # -- public --------------------------------------------------------------
     def arrays(

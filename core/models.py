@@ -490,8 +490,11 @@ def unfreeze_top(model, n_layers: int) -> int:
     return n_trainable
 
 
-def embedding_model(model):
-    """A model sharing ``model``'s layers that outputs the ``"embedding"`` layer: (batch, D)."""
+def twin_model(model):
+    """A model sharing ``model``'s layers with outputs ``[predictions, embedding]``: one forward pass for both.
+
+    Raises ``ValueError`` when ``model`` has no ``"embedding"`` layer (not built by :func:`build_model`).
+    """
     import keras
 
     try:
@@ -499,7 +502,7 @@ def embedding_model(model):
     except ValueError as exc:
         raise ValueError(f"model {model.name!r} has no layer named {EMBEDDING_LAYER!r}; "
                          "was it built by core.models.build_model?") from exc
-    return keras.Model(model.inputs, layer.output, name=f"{model.name}_embedding")
+    return keras.Model(model.inputs, [model.outputs[0], layer.output], name=f"{model.name}_with_embedding")
 
 
 def inference_copy(model):

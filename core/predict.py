@@ -173,10 +173,8 @@ def extract_image_zip(data: bytes | str | os.PathLike, dest: str | os.PathLike, 
 
 def _ood_bundle_files(run_dir: Path) -> list[str]:
     """Run-relative files the out-of-distribution score needs: the cached embeddings, when computed."""
-    try:
-        from core import embeddings
-    except ImportError:
-        return []
+    from core import embeddings
+
     path = embeddings.embeddings_path(run_dir)
     return [path.name] if path.is_file() else []
 
@@ -213,12 +211,9 @@ def export_bundle(run_dir: str | os.PathLike, out_zip: str | os.PathLike) -> Pat
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "run_id": rd.run_id, "created_at": time.time(),
         "files": names, "task": runs.read_labels(rd)["task"],
     }
-    try:
-        import keras
+    import keras
 
-        manifest["keras_version"] = keras.__version__
-    except ImportError:  # pragma: no cover
-        pass
+    manifest["keras_version"] = keras.__version__
     out = Path(out_zip).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
@@ -380,14 +375,13 @@ class Predictor:
 
     @staticmethod
     def _make_twin(model):
-        """One model giving (probabilities, embedding) in a single forward pass."""
-        import keras
+        """One model giving (probabilities, embedding) in a single forward pass, or None without an embedding."""
+        from core.models import twin_model
 
         try:
-            emb = model.get_layer("embedding").output
+            return twin_model(model)
         except ValueError:
             return None
-        return keras.Model(model.inputs, [model.outputs[0], emb], name=f"{model.name}_with_embedding")
 
     def _find_ood(self):
         """A callable scoring embedding vectors (higher = more unusual), or None with :attr:`ood_note` set.
@@ -401,11 +395,8 @@ class Predictor:
         if self._twin is None:
             self.ood_note = "the model has no layer named 'embedding', so it gives no out-of-distribution score"
             return None
-        try:
-            from core import embeddings
-        except ImportError:
-            self.ood_note = "out-of-distribution scores need core.embeddings, which this installation lacks"
-            return None
+        from core import embeddings
+
         method = self.ood_method or "mahalanobis"
         npz = embeddings.embeddings_path(self.run_dir)
         if not npz.exists():

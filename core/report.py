@@ -254,15 +254,6 @@ def _thumb(ctx: _Context, path: str, sample_id: str, **caption: Any) -> dict[str
 # loading what the sections share
 # ---------------------------------------------------------------------------
 
-def _default_workspace(rd: runs.RunDir) -> Workspace:
-    from core import workspace as wsmod
-
-    parent = rd.path.resolve().parent
-    if parent.name == "runs" and (parent.parent / "loupe.sqlite").exists():
-        return Workspace(parent.parent)
-    return wsmod.home()
-
-
 def _load_context(run_dir, *, workspace: Workspace | None, split: str, max_thumbnails: int,
                   thumbnail_size: int) -> _Context:
     rd = runs.require_predictions(run_dir)
@@ -886,7 +877,7 @@ def collect_sections(run_dir, *, workspace: Workspace | None = None, split: str 
         raise ValueError(f"workspace must be a core.workspace.Workspace; received {type(workspace).__name__}")
     report = progress or (lambda f, m: None)
     rd = runs.RunDir(Path(run_dir).expanduser())
-    ws = workspace if workspace is not None else _default_workspace(rd)
+    ws = runs.run_workspace(rd, workspace)
     report(0.02, "reading the run")
     ctx = _load_context(rd.path, workspace=ws, split=split, max_thumbnails=int(max_thumbnails),
                         thumbnail_size=int(thumbnail_size))

@@ -988,3 +988,41 @@ def list_runs(runs_dir) -> pd.DataFrame:
     if not df.empty:
         df = df.sort_values(["created", "run_id"], ascending=[False, True], na_position="last").reset_index(drop=True)
     return df
+
+
+# ---------------------------------------------------------------------------
+# what a run belongs to
+# ---------------------------------------------------------------------------
+
+def run_workspace(run_dir, workspace=None):
+    """The workspace a run belongs to: ``workspace`` if given (a Workspace or a path), else the ``<ws>`` of
+    ``<ws>/runs/<id>`` when it holds a workspace database, else ``$LOUPE_HOME``."""
+    from core import workspace as wsmod
+
+    if isinstance(workspace, wsmod.Workspace):
+        return workspace
+    if workspace is not None:
+        return wsmod.home(workspace)
+    path = (run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir).expanduser()).resolve()
+    if path.parent.name == "runs" and (path.parent.parent / "loupe.sqlite").exists():
+        return wsmod.Workspace(path.parent.parent)
+    return wsmod.home()
+
+
+def run_dataset(run_dir, workspace=None):
+    """The :class:`core.datasets.Dataset` a run was trained on: its ``dataset_id`` in the run's workspace, else
+    the dataset spec its config.json holds (loaded again). ``ValueError`` when the config names neither."""
+    from core import datasets
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir).expanduser())
+    ws = run_workspace(rd, workspace)
+    cfg = read_config(rd)
+    if cfg.get("dataset_id"):
+        try:
+            return datasets.open_dataset(ws, cfg["dataset_id"])
+        except datasets.DatasetError:
+            if not cfg.get("dataset"):
+                raise
+    if cfg.get("dataset"):
+        return datasets.load_dataset(datasets.DatasetSpec.from_dict(cfg["dataset"]), workspace=ws)
+    raise ValueError(f"{rd.config}: the run names no dataset (no dataset_id or dataset); cannot open its samples")

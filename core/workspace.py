@@ -107,31 +107,9 @@ class Workspace:
             ) from exc
         return self
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A connection in WAL mode with the schema in place; commits on success, rolls back on error."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            con = sqlite3.connect(self.db_path, timeout=30)
-        except sqlite3.OperationalError as exc:
-            raise _db_error(self.db_path, exc) from exc
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(_SCHEMA)
-            yield con
-            con.commit()
-        except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: say where and what to do
-            with contextlib.suppress(sqlite3.Error):
-                con.rollback()
-            raise _db_error(self.db_path, exc) from exc
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.rollback()
-            raise
-        finally:
-            con.close()
+        return sqlite_session(self.db_path, _SCHEMA, timeout=30, rows=True)
 
     # -- datasets registry -------------------------------------------------
     def upsert_dataset(self, dataset_id: str, *, name: str, spec: dict, task: str, n_samples: int) -> None:
@@ -161,6 +139,39 @@ class Workspace:
     def delete_dataset(self, dataset_id: str) -> None:
         with self.connect() as con:
             con.execute("DELETE FROM datasets WHERE dataset_id = ?", (dataset_id,))
+
+
+@contextlib.contextmanager
+def sqlite_session(db_path: Path, schema: str, *, timeout: float, rows: bool = False
+                   ) -> Iterator[sqlite3.Connection]:
+    """A connection to ``db_path`` in WAL mode with ``schema`` applied: commits on success, rolls back on error.
+
+    ``rows``: rows as :class:`sqlite3.Row`. A failure to open or write (disk full, read-only folder)
+    becomes a :class:`WorkspaceError` naming the file; nothing of the failed step is committed.
+    """
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = sqlite3.connect(db_path, timeout=timeout)
+    except sqlite3.OperationalError as exc:
+        raise _db_error(db_path, exc) from exc
+    try:
+        if rows:
+            con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(schema)
+        yield con
+        con.commit()
+    except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: say where and what to do
+        with contextlib.suppress(sqlite3.Error):
+            con.rollback()
+        raise _db_error(db_path, exc) from exc
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            con.rollback()
+        raise
+    finally:
+        con.close()
 
 
 def _db_error(db_path: Path, exc: sqlite3.Error) -> WorkspaceError:

@@ -61,6 +61,25 @@ def _open_dataset(root: str, dataset_id: str, updated_at: float) -> datasets.Dat
     return datasets.open_dataset(wsmod.home(root), dataset_id)
 
 
+def updated_at(ws: Workspace, dataset_id: str) -> float:
+    """When the dataset was last stored (the cache key of everything read from it); 0.0 if unknown."""
+    return next((r["updated_at"] for r in ws.list_datasets() if r["dataset_id"] == dataset_id), 0.0)
+
+
+@st.cache_resource(show_spinner="Reading image previews…", max_entries=4)
+def _previews(root: str, dataset_id: str, updated_at: float):
+    from core.images import ImageCache
+
+    w = wsmod.home(root)
+    ds = datasets.open_dataset(w, dataset_id)
+    return ImageCache(w.cache_dir / "images").arrays(ds.samples, datasets.PREVIEW_SIZE).images
+
+
+def previews(ws: Workspace, dataset_id: str):
+    """The dataset's preview-size images (a memmap, shared: read only), aligned with its samples table."""
+    return _previews(str(ws.root), dataset_id, updated_at(ws, dataset_id))
+
+
 def registered(ws: Workspace) -> list[dict]:
     return ws.list_datasets()
 

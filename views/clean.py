@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import audit, charts, datasets, review
+from core import audit, charts, review
 from ui import state
 from ui.state import esc
 
@@ -44,25 +44,10 @@ if ds is None:
 # Cached reads (keyed by ids, never by big objects)
 # ---------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner="Reading image previews…", max_entries=4)
-def _previews(root: str, dataset_id: str, updated_at: float):
-    """The dataset's preview-size images (a memmap), aligned with its samples table."""
-    from core import workspace as wsmod
-    from core.images import ImageCache
-
-    w = wsmod.home(root)
-    d = datasets.open_dataset(w, dataset_id)
-    return ImageCache(w.cache_dir / "images").arrays(d.samples, datasets.PREVIEW_SIZE).images
-
-
-def _updated_at(dataset_id: str) -> float:
-    return next((r["updated_at"] for r in ws.list_datasets() if r["dataset_id"] == dataset_id), 0.0)
-
-
 def _image(pos: int | None) -> np.ndarray | None:
     if pos is None:
         return None
-    return np.asarray(_previews(str(ws.root), ds.dataset_id, _updated_at(ds.dataset_id))[pos])
+    return np.asarray(state.previews(ws, ds.dataset_id)[pos])
 
 
 POS = pd.Series(np.arange(len(ds.samples)), index=ds.samples["sample_id"].astype(str))

@@ -140,17 +140,6 @@ def add_dataset_panel() -> None:
 # The selected dataset
 # ---------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner="Reading image previews…", max_entries=4)
-def _previews(root: str, dataset_id: str, updated_at: float):
-    """The whole dataset's preview-size images (a memmap), aligned with its samples table."""
-    from core import workspace as wsmod
-    from core.images import ImageCache
-
-    w = wsmod.home(root)
-    ds = datasets.open_dataset(w, dataset_id)
-    return ImageCache(w.cache_dir / "images").arrays(ds.samples, datasets.PREVIEW_SIZE).images
-
-
 def header(ds: datasets.Dataset, summary: dict) -> None:
     st.subheader(esc(ds.name))
     st.caption(f"`{ds.root}` · id `{ds.dataset_id}`")
@@ -255,7 +244,7 @@ def samples_tab(ds: datasets.Dataset) -> None:
     if chunk.empty:
         st.info("No samples match.")
         return
-    images = _previews(str(ws.root), ds.dataset_id, _updated_at(ds.dataset_id))
+    images = state.previews(ws, ds.dataset_id)
     positions = s.index.get_indexer(chunk.index)
     cols = st.columns(GRID_COLUMNS)
     for i, (pos, (_, row)) in enumerate(zip(positions, chunk.iterrows())):
@@ -271,10 +260,6 @@ def _caption(row: pd.Series, sc: datasets.LabelSchema) -> str:
     else:
         label = " › ".join(str(row[c]) for c in sc.label_columns)
     return esc(f"{label} · {Path(row['rel_path']).name}")
-
-
-def _updated_at(dataset_id: str) -> float:
-    return next((r["updated_at"] for r in ws.list_datasets() if r["dataset_id"] == dataset_id), 0.0)
 
 
 # ---------------------------------------------------------------------------

@@ -73,23 +73,13 @@ def _ood_model(run_id: str, emb_mtime: int, method: str, _emb: E.Embeddings) -> 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _audit_flags(ws_root: str, dataset_id: str, stamp: float) -> dict[str, str]:
     """sample_id -> first audit issue, from the Clean page's saved audit (empty when none)."""
-    try:
-        from core import audit
-    except ImportError:
-        return {}
-    loader = getattr(audit, "load_audit", None)
-    if loader is None:
-        return {}
+    from core import audit
     from core.workspace import home
 
-    try:
-        result = loader(home(ws_root), dataset_id)
-    except Exception:  # noqa: BLE001 - no saved audit, or an older format: colour option just shows "no flag"
+    result = audit.load_audit(home(ws_root), dataset_id)  # None: no saved audit (or an unreadable one)
+    if result is None or result.issues.empty:
         return {}
-    issues = getattr(result, "issues", result)
-    if not isinstance(issues, pd.DataFrame) or issues.empty or "sample_id" not in issues.columns:
-        return {}
-    first = issues.drop_duplicates("sample_id")
+    first = result.issues.drop_duplicates("sample_id")
     return dict(zip(first["sample_id"].astype(str), first["issue"].astype(str)))
 
 
@@ -149,7 +139,7 @@ if source == "run":
     emb_mtime = state.mtime(E.embeddings_path(rd))
     dataset_id = runs.read_config(rd).get("dataset_id")
     try:
-        unseen_paths: tuple[str, ...] = tuple(E.run_dataset(rd, workspace=ws).unseen_paths)
+        unseen_paths: tuple[str, ...] = tuple(runs.run_dataset(rd, workspace=ws).unseen_paths)
     except Exception:  # noqa: BLE001 - the dataset is gone: the map still works from the cached file
         unseen_paths = ()
 

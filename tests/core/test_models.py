@@ -157,7 +157,7 @@ def test_set_linear_head_rejects_what_it_cannot_carry():
 
 def test_embedding_model_outputs_the_bottleneck():
     model = models.build_model(3, image_size=16, filters=4, embedding_dim=7)
-    emb = models.embedding_model(model).predict(_pixels(5), verbose=0)
+    _probs, emb = models.twin_model(model).predict(_pixels(5), verbose=0)
     assert emb.shape == (5, 7)
 
 
