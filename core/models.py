@@ -400,7 +400,8 @@ def set_linear_head(model, coef: np.ndarray, intercept: np.ndarray, mean: np.nda
     Parameters
     ----------
     model : keras.Model
-        A softmax model from :func:`build_model` with ``embedding_dim >= 2 * K``.
+        A softmax or sigmoid (multi-label: K independent logits) model from :func:`build_model`
+        with ``embedding_dim >= 2 * K``.
     coef : ndarray of shape (K, D)
     intercept : ndarray of shape (K,)
     mean, scale : ndarray of shape (D,)
@@ -408,7 +409,7 @@ def set_linear_head(model, coef: np.ndarray, intercept: np.ndarray, mean: np.nda
     Raises
     ------
     ValueError
-        Shapes do not match the model, the head is not softmax, or the embedding is
+        Shapes do not match the model, the head is neither softmax nor sigmoid, or the embedding is
         narrower than twice the classes.
     """
     coef = np.asarray(coef, dtype=np.float64)
@@ -421,9 +422,9 @@ def set_linear_head(model, coef: np.ndarray, intercept: np.ndarray, mean: np.nda
     if head.units != k_classes or intercept.shape != (k_classes,):
         raise ValueError(f"coef must have shape ({head.units}, D) and intercept ({head.units},) for this model's "
                          f"{head.units} outputs; received coef {coef.shape}, intercept {intercept.shape}")
-    if getattr(head.activation, "__name__", "") != "softmax":
-        raise ValueError("set_linear_head needs a softmax head (one label per image); this model's head is "
-                         f"{getattr(head.activation, '__name__', head.activation)!r}")
+    if getattr(head.activation, "__name__", "") not in ("softmax", "sigmoid"):
+        raise ValueError("set_linear_head needs a softmax (one label per image) or sigmoid (multi-label) head; "
+                         f"this model's head is {getattr(head.activation, '__name__', head.activation)!r}")
     if width < 2 * k_classes:
         raise ValueError(f"the embedding ({width} units) must be at least twice as wide as the {k_classes} classes "
                          "to carry a linear classifier")

@@ -253,6 +253,26 @@ def _probe_coefs(clf, k: int) -> tuple[np.ndarray, np.ndarray]:
     return coef, intercept
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
+
+
+def _multilabel_coefs(x: np.ndarray, Y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """One logistic regression per label on the rows where it is known (NaN: missing): ``(coef (K, d),
+    intercept (K,))``. A label with one value on those rows gets a constant logit (+-8: p 0.9997)."""
+    k, d = Y.shape[1], x.shape[1]
+    coef, intercept = np.zeros((k, d)), np.zeros(k)
+    for j in range(k):
+        known = ~np.isnan(Y[:, j])
+        yj = Y[known, j].astype(np.int64)
+        if len(np.unique(yj)) < 2:
+            intercept[j] = 8.0 if len(yj) and yj[0] == 1 else -8.0
+            continue
+        clf = _fit_logistic(x[known], yj, c, None)
+        coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
+    return coef, intercept
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     return p / p.sum(axis=1, keepdims=True)
@@ -1475,9 +1495,7 @@ class _Trainer:
         """Why a linear-probe head cannot be written into ``model`` (None: it can)."""
         from core import models
 
-        if activation != "softmax":
-            return "multi-label heads are independent sigmoids"
-        if len(np.unique(np.asarray(y)[train_idx])) < 2:
+        if activation == "softmax" and len(np.unique(np.asarray(y)[train_idx])) < 2:
             return "the training split holds fewer than 2 classes"
         width = int(model.get_layer(models.EMBEDDING_LAYER).units)
         if width < 2 * k:
@@ -1507,7 +1525,8 @@ class _Trainer:
 
     def _fit_probe_head(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, metric_task: str,
                         strategy, class_weight) -> None:
-        """The frozen warm-up as a linear probe: logistic regression on standardized backbone features.
+        """The frozen warm-up as a linear probe: logistic regression on standardized backbone features
+        (multi-label: one per label, on the rows where it is known; the head's sigmoids carry them).
 
         C is picked from :data:`PROBE_CS` by the run's monitor on out-of-fold predictions of
         a :data:`PROBE_FOLDS`-fold cross-validation of the training split (on val only when a
@@ -1526,7 +1545,8 @@ class _Trainer:
         if got is None:
             return
         head, f_train, f_val = got
-        y_train = np.asarray(y)[train_idx].astype(np.int64)
+        multilabel = metric_task == "multilabel"
+        y_train = np.asarray(y, np.float64)[train_idx] if multilabel else np.asarray(y)[train_idx].astype(np.int64)
         try:
             eps = float(model.get_layer("features_norm").epsilon)
         except ValueError:
@@ -1535,17 +1555,27 @@ class _Trainer:
         scale = np.sqrt(f_train.var(axis=0, dtype=np.float64) + max(eps, 1e-6))
         x_train, x_val = (f_train - mean) / scale, (f_val - mean) / scale
         key = cfg.monitor[len("val_"):]
-        folds = _probe_folds(y_train, seed=cfg.seed)
+        if multilabel:  # independent sigmoids: one regression per label, on the rows where it is known
+            from sklearn.model_selection import KFold
+
+            folds = list(KFold(PROBE_FOLDS, shuffle=True, random_state=cfg.seed).split(x_train)) \
+                if len(x_train) >= 2 * PROBE_FOLDS else []
+            fit = (lambda xs, ys, c: _multilabel_coefs(xs, ys, c))
+            link = _sigmoid
+        else:
+            folds = _probe_folds(y_train, seed=cfg.seed)
+            fit = (lambda xs, ys, c: _probe_coefs(_fit_logistic(xs, ys, c, class_weight), k))
+            link = _softmax
 
         def score(c: float) -> float:
             """The monitor for C: out of fold on the training split, or on val when it cannot be folded."""
             if not folds:  # too few images per class to hold any out: picked on val, as before
-                w, b = _probe_coefs(_fit_logistic(x_train, y_train, c, class_weight), k)
-                return evaluate_predictions(metric_task, ctx.val_y, _softmax(x_val @ w.T + b))[key]
+                w, b = fit(x_train, y_train, c)
+                return evaluate_predictions(metric_task, ctx.val_y, link(x_val @ w.T + b))[key]
             oof = np.zeros((len(y_train), k))  # val stays unseen until the final choice
             for fit_rows, held in folds:
-                w, b = _probe_coefs(_fit_logistic(x_train[fit_rows], y_train[fit_rows], c, class_weight), k)
-                oof[held] = _softmax(x_train[held] @ w.T + b)
+                w, b = fit(x_train[fit_rows], y_train[fit_rows], c)
+                oof[held] = link(x_train[held] @ w.T + b)
             return evaluate_predictions(metric_task, y_train, oof)[key]
 
         _value, c = None, None
@@ -1553,7 +1583,7 @@ class _Trainer:
             value = score(candidate)
             if _value is None or (value < _value if key == "loss" else value > _value):
                 _value, c = value, candidate
-        coef, intercept = _probe_coefs(_fit_logistic(x_train, y_train, c, class_weight), k)
+        coef, intercept = fit(x_train, y_train, c)
         how = (f"{len(folds)}-fold cross-validation on the train split ({key} {_value:.4f} out of fold)" if folds
                else f"val ({cfg.monitor} {_value:.4f}; too few train images per class to cross-validate)")
         models.set_linear_head(model, coef, intercept, mean, scale)

@@ -147,9 +147,16 @@ def test_set_linear_head_rejects_what_it_cannot_carry():
     d = int(models.backbone_of(narrow).output.shape[-1])
     with pytest.raises(ValueError, match="twice as wide"):
         models.set_linear_head(narrow, np.zeros((5, d)), np.zeros(5), np.zeros(d), np.ones(d))
+    # a multi-label (sigmoid) head carries K independent logits exactly
     sigmoid = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None, activation="sigmoid")
-    with pytest.raises(ValueError, match="softmax"):
-        models.set_linear_head(sigmoid, np.zeros((3, d)), np.zeros(3), np.zeros(d), np.ones(d))
+    rng = np.random.default_rng(0)
+    coef, intercept = rng.normal(size=(3, d)), rng.normal(size=3)
+    mean, scale = rng.normal(size=d), rng.uniform(0.5, 2.0, d)
+    models.set_linear_head(sigmoid, coef, intercept, mean, scale)
+    features, head = models.split_at_backbone(sigmoid)
+    f = rng.normal(size=(4, d)).astype(np.float32)
+    want = 1 / (1 + np.exp(-(((f - mean) / scale) @ coef.T + intercept)))
+    np.testing.assert_allclose(head.predict(f, verbose=0), want, atol=2e-4)
     ok = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None)
     with pytest.raises(ValueError, match="pooled features"):
         models.set_linear_head(ok, np.zeros((3, d + 1)), np.zeros(3), np.zeros(d + 1), np.ones(d + 1))

@@ -416,6 +416,30 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
 
 
+@pytest.mark.slow
+def test_multilabel_transfer_warm_up_is_a_per_label_linear_probe(miml_scene, tmp_path, keras_home):
+    """Multi-label runs get the linear-probe warm-up too: one logistic regression per label (rows where that
+    label is known), written into the sigmoid head exactly, so the model predicts what the regressions do."""
+    table = pd.read_csv(miml_scene / "labels.csv").iloc[:300].copy()
+    table.loc[:20, table.columns[1]] = np.nan  # missing: never read as 0
+    labels = tmp_path / "labels.csv"
+    table.to_csv(labels, index=False)
+    out = tmp_path / "run"
+    proc = _cli([miml_scene, "--labels", labels, "--task", "multilabel", "--workspace", tmp_path / "ws",
+                 "--model", "mobilenet_v2", "--alpha", 0.35, "--image-size", 96, "--epochs", 1,
+                 "--fine-tune-layers", 0, "--out", out, "--json"], env_extra={"KERAS_HOME": str(keras_home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "frozen warm-up = a linear probe on backbone features computed once" in proc.stderr
+    assert re.search(r"linear probe C=[0-9.]+ picked by 3-fold cross-validation on the train split", proc.stderr)
+    assert "trains by epochs on the features instead" not in proc.stderr
+    epochs = runs.read_metrics(out).query("kind == 'epoch'")
+    assert list(epochs["input"]) == ["backbone features"]
+    # the head holds the probe exactly: the checkpoint's val predictions give the probe epoch's recorded metrics
+    pred = runs.read_predictions(out, split="val")
+    val = training.evaluate_predictions("multilabel", pred.y_true, pred.probs)
+    assert val["macro_f1"] == pytest.approx(epochs.iloc[0]["val_macro_f1"], abs=1e-4)
+
+
 def test_transfer_without_probe_head_trains_the_head_by_epochs_on_features(tmp_path, keras_home):
     root = _folder(tmp_path, n_per=14, size=48)
     out = tmp_path / "run"
