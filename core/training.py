@@ -1283,13 +1283,21 @@ def _strategy():
     return tf.distribute.get_strategy()
 
 
+def embedding_width(config: TrainConfig, num_outputs: int) -> int:
+    """The embedding's units: ``config.embedding_dim``, widened to ``2 * num_outputs`` when a linear-probe head
+    must fit in it (:func:`core.models.set_linear_head` carries K logits as 2K units), e.g. 200 for 100 classes."""
+    if config.probe_head and config.model != "cnn":
+        return max(int(config.embedding_dim), 2 * int(num_outputs))
+    return int(config.embedding_dim)
+
+
 def _build(config: TrainConfig, num_outputs: int, activation: str, *, weights: str | None, name: str | None = None):
     from core import models
 
     # a backbone without pretrained weights is useless frozen: it trains with the head
     return models.build_model(
         num_outputs, backbone=config.model, image_size=config.image_size, activation=activation,
-        embedding_dim=config.embedding_dim, augmentation=config.augmentation, dropout=config.dropout,
+        embedding_dim=embedding_width(config, num_outputs), augmentation=config.augmentation, dropout=config.dropout,
         alpha=config.alpha, weights=weights, train_backbone=config.model != "cnn" and weights is None,
         conv_blocks=config.conv_blocks, filters=config.filters, kernel_size=config.kernel_size,
         batch_norm=config.batch_norm, pooling=config.pooling, feature_norm=config.feature_norm, seed=config.seed,
@@ -1390,6 +1398,10 @@ class _Trainer:
         weights = "imagenet" if (cfg.model != "cnn" and cfg.weights == "imagenet") else None
         if weights and self.weights_used.startswith("random"):
             weights = None  # an earlier stage already fell back
+        width = embedding_width(cfg, num_outputs)
+        if width != cfg.embedding_dim:
+            self.log(f"note: embedding widened from {cfg.embedding_dim} to {width} units so the linear-probe head "
+                     f"fits its {num_outputs} outputs")
         try:
             return _build(cfg, num_outputs, activation, weights=weights, name=name)
         except WeightsUnavailable as exc:
