@@ -1124,7 +1124,8 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
 
     The probabilities are a run's held-out (val / test) predictions, or out-of-fold ones of one
     logistic regression per label on the quick classifier's features (plus ImageNet features when
-    given). A sample is judged on the labels it has (a missing value, NaN, is never taken for 0);
+    given). A sample is judged on the labels it has (a missing value, NaN, is never taken for 0:
+    it counts as an agreeing 0, so it adds no disagreement, and is never the one flagged);
     its flag names the label most at odds with the probabilities (``label_column``) and suggests
     the label set with that one flipped (positives joined by ``|``, as the review records it).
     """
@@ -1176,14 +1177,20 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
     if len(use) < 2:
         notes.append("label_issue: multi-label checks need probabilities for at least 2 labels.")
         return [], source, {}, cols
-    judged = np.flatnonzero(np.isfinite(Y[:, use]).all(axis=1) & np.isfinite(P[:, use]).all(axis=1))
+    # every sample with a probability for each label it has is judged on those labels: an unknown entry
+    # counts as a confident, agreeing 0 (y 0, p ~0), so it adds no disagreement
+    y_all, p_all = Y[:, use], P[:, use]
+    known = np.isfinite(y_all)
+    judged = np.flatnonzero(known.any(axis=1) & (np.isfinite(p_all) | ~known).all(axis=1))
     if len(judged) < max(10, cfg.label_issue_folds):
-        notes.append("label_issue: too few samples with every label known and a probability for each.")
+        notes.append("label_issue: too few samples with a probability for each label.")
         return [], source, {}, cols
-    skipped = int((ok & ~skip).sum()) - len(judged)
-    if skipped > 0:
-        notes.append(f"label_issue: {skipped} sample(s) were not judged (a label value missing, or no probability).")
-    y_use, p_use = Y[judged][:, use], np.clip(P[judged][:, use], 1e-6, 1 - 1e-6)
+    partly = int((~known[judged]).any(axis=1).sum())
+    if partly:
+        notes.append(f"label_issue: {partly} sample(s) with a missing label value were judged on the labels they have.")
+    k_use = known[judged]
+    p_use = np.clip(np.where(k_use, p_all[judged], 0.0), 1e-6, 1 - 1e-6)
+    y_use = np.where(k_use, y_all[judged], 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = find_label_issues([np.flatnonzero(r == 1).tolist() for r in y_use], p_use,
@@ -1193,7 +1200,7 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
     out = []
     for r in np.asarray(found, np.int64)[:int(math.ceil(cfg.label_issue_max_fraction * len(judged)))]:
         i = int(judged[r])
-        gap = np.abs(y_use[r] - p_use[r])
+        gap = np.where(k_use[r], np.abs(y_use[r] - p_use[r]), 0.0)  # only a label it has can be wrong
         k = int(np.argmax(gap))
         col, cur = cols[use[k]], int(y_use[r, k])
         others = [f"{cols[use[j]]!r} {int(y_use[r, j])} (p={p_use[r, j]:.2f})" for j in np.argsort(-gap)[1:3]
@@ -1202,7 +1209,10 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
                   + (f"; also at odds: {', '.join(others)}" if others else ""))
         # the review's multi-label relabel sets the whole label set: the positives, joined by "|"
         fixed = [c for c in cols if (Y[i, cols.index(c)] == 1) != (c == col)]
-        out.append(_row(sids[i], rels[i], "label_issue", float(gap[k]), "relabel", detail, label=labels_shown[i],
+        action = "relabel" if fixed else "review"  # an empty set is chosen in the picker, not one click away
+        if not fixed:
+            detail += "; with it flipped the image would have no label"
+        out.append(_row(sids[i], rels[i], "label_issue", float(gap[k]), action, detail, label=labels_shown[i],
                         suggested_label="|".join(fixed), label_column=col))
     return out, source, {}, cols
 

@@ -258,12 +258,13 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def _multilabel_coefs(x: np.ndarray, Y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """One logistic regression per label on the rows where it is known (NaN: missing): ``(coef (K, d),
-    intercept (K,))``. A label with one value on those rows gets a constant logit (+-8: p 0.9997)."""
+    """One logistic regression per label on the rows where it is known, 0 or 1 (NaN, and the soft values an
+    imputation writes, are left out): ``(coef (K, d), intercept (K,))``. A label with one value on those rows
+    gets a constant logit (+-8: p 0.9997)."""
     k, d = Y.shape[1], x.shape[1]
     coef, intercept = np.zeros((k, d)), np.zeros(k)
     for j in range(k):
-        known = ~np.isnan(Y[:, j])
+        known = (Y[:, j] == 0) | (Y[:, j] == 1)
         yj = Y[known, j].astype(np.int64)
         if len(np.unique(yj)) < 2:
             intercept[j] = 8.0 if len(yj) and yj[0] == 1 else -8.0

@@ -493,8 +493,8 @@ def test_cli_audit_text_output_and_user_errors(dirty_folder, tmp_path):
 @pytest.mark.slow
 def test_multilabel_label_issues_find_flipped_label_bits_on_real_photos(miml_scene, tmp_path):
     """miml_scene with one label bit flipped on 5 % of the photos (cheap image features, no TensorFlow).
-    Measured: recall 0.79 of the 100 flips, the flipped label named for 89 % of the hits; a photo with a
-    missing value is judged on nothing it lacks."""
+    Floors under what bench/bench_audit.py measures (README, "multi-label label issues"); a photo with a
+    missing value is judged on the labels it has."""
     table = pd.read_csv(miml_scene / "labels.csv")
     cols = [c for c in table.columns if c != "image"]
     rng = np.random.default_rng(0)
@@ -515,7 +515,8 @@ def test_multilabel_label_issues_find_flipped_label_bits_on_real_photos(miml_sce
     assert res.source == "features" and len(li) <= 0.2 * len(table) + 1
     assert set(li["label_column"]) <= set(cols)
     assert all(set(filter(None, v.split("|"))) <= set(cols) for v in li["suggested_label"])
-    assert str(table.loc[0, "image"]) not in set(li["path"])
+    # the photo with a missing value is judged on the labels it has: never flagged for the one it lacks
+    assert cols[0] not in set(li.loc[li["path"] == str(table.loc[0, "image"]), "label_column"])
     hits = li[li["path"].isin(which)]
     assert len(hits) >= 65, len(hits)
     named = hits[hits["label_column"] == hits["path"].map(lambda p: which[p][0])]
@@ -525,7 +526,7 @@ def test_multilabel_label_issues_find_flipped_label_bits_on_real_photos(miml_sce
         col, now = which[r.path]
         row = table.loc[table["image"] == r.path].iloc[0]
         assert set(filter(None, r.suggested_label.split("|"))) == {c for c in cols if (str(row[c]) == "1") != (c == col)}
-    assert any("not judged" in n for n in res.notes)
+    assert any("judged on the labels they have" in n for n in res.notes), res.notes
 
 
 def test_label_issue_features_must_be_a_known_choice():
