@@ -4,9 +4,10 @@
    Predict and Report have something to show).
 2. ``streamlit run app.py`` on that workspace (a real server, output to a log file).
 3. **Baseline**: one Chromium session visits every page, nothing training.
-4. **Loaded**: a training run is launched (``core.jobs.launch``: CNN at 64 px on the demo,
-   ~3 s per epoch on 2 idle cores) and, while it trains, three Chromium sessions visit every
-   page at the same time (each starting on a different page); the run is stopped afterwards.
+4. **Loaded**, ``common.REPEATS`` (3) times: a training run is launched (``core.jobs.launch``:
+   CNN at 64 px on the demo, ~3 s per epoch on 2 idle cores) and, while it trains, three
+   Chromium sessions visit every page at the same time (each starting on a different page);
+   the run is stopped afterwards. Per page, the median visit of each repeat gives the spread.
 
 A page's *render time* is from ``page.goto`` until the script run has finished
 (``data-test-script-state="notRunning"``) and its ``st.title`` is on screen; a page that shows
@@ -36,6 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.common import REPEATS, spread  # noqa: E402
 
 PAGES = [("data", "/"), ("clean", "/clean"), ("train", "/train"), ("evaluate", "/evaluate"),
          ("embeddings", "/embeddings"), ("predict", "/predict"), ("report", "/report")]
@@ -156,39 +159,44 @@ def main() -> int:
         asyncio.run(visit(url, pages, sessions=1, rounds=1))  # warm-up: caches, imports
         base, base_fail = asyncio.run(visit(url, pages, sessions=1, rounds=1))
 
-        run_id = jobs.launch(recommended_config(model="cnn", dataset_id=dataset_id, image_size=64,
-                                                epochs=args.epochs, batch_size=32, patience=0), workspace=ws)
-        rd = runs.RunDir(ws.runs_dir / run_id)
-        deadline = time.monotonic() + 300
-        while runs.read_status(rd).get("state") != "running" or runs.read_metrics(rd).empty:
-            if time.monotonic() > deadline or runs.read_status(rd).get("state") in ("failed", "done", "stopped"):
-                raise RuntimeError(f"the training run did not start: {runs.read_status(rd)}")
-            time.sleep(0.5)
-        log(f"training {run_id}; loaded: {args.sessions} sessions x {args.rounds} rounds")
-        t_load = time.perf_counter()
-        loaded, load_fail = asyncio.run(visit(url, pages, sessions=args.sessions, rounds=args.rounds))
-        load_seconds = time.perf_counter() - t_load
-        status = runs.read_status(rd)
-        epochs_during = int((runs.read_metrics(rd).get("kind") == "epoch").sum()) \
-            if not runs.read_metrics(rd).empty else 0
-        result["training"] = {"run_id": run_id, "state_during_whole_phase": runs.effective_state(status) == "running",
-                              "state_after": runs.effective_state(status),
-                              "epochs_done_after": epochs_during, "load_phase_seconds": round(load_seconds, 1)}
-        jobs.stop(rd.path)
+        repeats = []
+        for k in range(REPEATS):  # each repeat: a new training run, then every session visits every page
+            run_id = jobs.launch(recommended_config(model="cnn", dataset_id=dataset_id, image_size=64,
+                                                    epochs=args.epochs, batch_size=32, patience=0), workspace=ws)
+            rd = runs.RunDir(ws.runs_dir / run_id)
+            deadline = time.monotonic() + 300
+            while runs.read_status(rd).get("state") != "running" or runs.read_metrics(rd).empty:
+                if time.monotonic() > deadline or runs.read_status(rd).get("state") in ("failed", "done", "stopped"):
+                    raise RuntimeError(f"the training run did not start: {runs.read_status(rd)}")
+                time.sleep(0.5)
+            log(f"repeat {k}: training {run_id}; loaded: {args.sessions} sessions x {args.rounds} rounds")
+            t_load = time.perf_counter()
+            loaded, load_fail = asyncio.run(visit(url, pages, sessions=args.sessions, rounds=args.rounds))
+            load_seconds = time.perf_counter() - t_load
+            status = runs.read_status(rd)
+            epochs_during = int((runs.read_metrics(rd).get("kind") == "epoch").sum()) \
+                if not runs.read_metrics(rd).empty else 0
+            jobs.stop(rd.path)
+            repeats.append({"loaded": loaded, "failures": load_fail, "training": {
+                "run_id": run_id, "state_during_whole_phase": runs.effective_state(status) == "running",
+                "epochs_done_after": epochs_during, "load_phase_seconds": round(load_seconds, 1)}})
+        result["repeats"] = REPEATS
+        result["training"] = [r["training"] for r in repeats]
         for name, _ in pages:
-            b, lo = base.get(name, []), loaded.get(name, [])
+            b = base.get(name, [])
+            meds = [statistics.median(r["loaded"][name]) for r in repeats if r["loaded"].get(name)]
             row = {"baseline_s": round(statistics.median(b), 2) if b else None,
-                   "loaded_median_s": round(statistics.median(lo), 2) if lo else None,
-                   "loaded_max_s": round(max(lo), 2) if lo else None, "n": len(lo)}
-            if row["baseline_s"] and row["loaded_median_s"]:
-                row["ratio_loaded_vs_baseline"] = round(row["loaded_median_s"] / row["baseline_s"], 2)
+                   "loaded_median_s": spread(meds, 2) if meds else None,
+                   "loaded_max_s": round(max(max(r["loaded"][name]) for r in repeats if r["loaded"].get(name)), 2)
+                   if meds else None,
+                   "n": sum(len(r["loaded"].get(name, [])) for r in repeats)}
             result["pages"][name] = row
-        all_loaded = [s for v in loaded.values() for s in v]
-        result["max_s"] = round(max(all_loaded), 2) if all_loaded else None
+        slowest = [max(s for v in r["loaded"].values() for s in v) for r in repeats if any(r["loaded"].values())]
+        result["max_s"] = spread(slowest, 2) if slowest else None
         result["baseline_max_s"] = round(max(s for v in base.values() for s in v), 2) if base else None
-        result["failures"] = base_fail + load_fail
+        result["failures"] = base_fail + [f for r in repeats for f in r["failures"]]
         result["all_pages_rendered"] = not result["failures"] and all(
-            result["pages"][n]["n"] == args.sessions * args.rounds for n, _ in pages)
+            result["pages"][n]["n"] == REPEATS * args.sessions * args.rounds for n, _ in pages)
     finally:
         proc.terminate()
         try:

@@ -212,20 +212,26 @@ def _embeddings(r: dict) -> Iterator[Row]:
 
 def _load(r: dict) -> Iterator[Row]:
     pages = r["pages"]
-    med = [p["loaded_median_s"] for p in pages.values() if p["loaded_median_s"] is not None]
     base = [p["baseline_s"] for p in pages.values() if p["baseline_s"] is not None]
     n = sum(p["n"] for p in pages.values())
+    meds = {k: p["loaded_median_s"] for k, p in pages.items() if p["loaded_median_s"]}
+    if not meds or r.get("max_s") is None:
+        yield ("pages under load", "no page rendered while a run trained", "", "", "`bench/bench_load.py`")
+        return
+    slow = max(meds, key=lambda k: meds[k]["median"])
+    fast = min(meds, key=lambda k: meds[k]["median"])
     yield (f"pages under load: {r['sessions']} browser sessions × {len(pages)} pages × {r['rounds']} rounds while a "
-           "run trains",
+           f"run trains ({r['repeats']} repeats, a new run each)",
            f"{n} visits rendered{'' if r.get('all_pages_rendered') else ' (some failed: ' + str(len(r['failures'])) + ')'}"
-           f"; per-page median {min(med):.1f}–{max(med):.1f} s, max {r['max_s']} s",
+           f"; median visit per page from {f(meds[fast], 's', 1)} ({fast}) to {f(meds[slow], 's', 1)} ({slow}); "
+           f"slowest visit {f(r['max_s'], 's', 1)}",
            f"one session, nothing training: {min(base):.1f}–{max(base):.1f} s", "", "`bench/bench_load.py`")
 
 
 #: Result file stem -> row builder, in table order.
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
-    "bench_cache": _cache, "bench_training": _training, "bench_audit": _audit, "bench_evaluate": _evaluate,
-    "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
+    "bench_cache": _cache, "bench_training": _training, "bench_audit": _audit,
+    "bench_evaluate": _evaluate, "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
 }
 
 
