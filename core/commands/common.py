@@ -80,19 +80,13 @@ def spec_from_args(args: argparse.Namespace) -> "Any":
 
     Raises :class:`CLIError` when an option has an invalid value.
     """
+    from dataclasses import fields
+
     from core.datasets import DatasetSpec
 
-    def cols(v: str | None) -> tuple[str, ...]:
-        return tuple(c.strip() for c in v.split(",") if c.strip()) if v else ()
-
+    # Each option's dest is a DatasetSpec field name; an option a command lacks takes the field's default.
+    # DatasetSpec itself splits the comma-separated column lists.
     try:
-        return DatasetSpec(
-            path=args.path, labels=args.labels, task=args.task, label_columns=cols(args.label_columns),
-            image_column=args.image_column, positive_class=args.positive_class, tags_column=args.tags_column,
-            tags_delimiter=args.tags_delimiter, box_columns=cols(args.box_columns), box_format=args.box_format,
-            attribute_columns=cols(args.attribute_columns), unseen=args.unseen, seed=args.seed,
-            name=getattr(args, "name", None), delimiter=getattr(args, "delimiter", None),
-            split_column=getattr(args, "split_column", None), image_root=getattr(args, "image_root", None),
-        )
+        return DatasetSpec(**{f.name: getattr(args, f.name, f.default) for f in fields(DatasetSpec)})
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
