@@ -18,6 +18,7 @@ from PIL import Image, ImageFilter
 
 from core import audit, runs
 from core.audit import DETECTORS, ISSUE_COLUMNS, AuditConfig, audit_dataset, load_audit
+from core.audit import image_stats
 from core.datasets import DatasetSpec, load_dataset, open_dataset
 from core.workspace import home
 from tests.conftest import demo_dataset_id
@@ -159,7 +160,7 @@ def test_half_resolution_is_the_exact_mean_of_each_2x2_block(side):
     raw = np.random.default_rng(side).integers(0, 256, (5, side, side, 3), dtype=np.uint8)
     h = side // 2
     blocks = raw[:, :2 * h, :2 * h].astype(np.float64).reshape(5, h, 2, h, 2, 3)
-    np.testing.assert_array_equal(audit._half(raw), blocks.mean(axis=(2, 4)).astype(np.float32))
+    np.testing.assert_array_equal(image_stats._half(raw), blocks.mean(axis=(2, 4)).astype(np.float32))
 
 
 def test_sharpness_ignores_the_zero_padding_around_a_small_original():
@@ -168,11 +169,11 @@ def test_sharpness_ignores_the_zero_padding_around_a_small_original():
     s = 48
     g = rng.uniform(0, 255, (4, s, s)).astype(np.float32)
     widths, heights = np.array([30, 200, 7, 48]), np.array([20, 25, 60, 48])
-    got = audit._sharpness(g, widths, heights)
+    got = image_stats._sharpness(g, widths, heights)
     for i in range(4):
         tw, th = min(max(widths[i], 3), s), min(max(heights[i], 3), s)
-        c = (audit._area_resize_matrices(np.array([th]), s)[0] @ g[i].astype(np.float64)
-             @ audit._area_resize_matrices(np.array([tw]), s)[0].T)[:th, :tw]
+        c = (image_stats._area_resize_matrices(np.array([th]), s)[0] @ g[i].astype(np.float64)
+             @ image_stats._area_resize_matrices(np.array([tw]), s)[0].T)[:th, :tw]
         ex = ((c[:, 2:] - 2 * c[:, 1:-1] + c[:, :-2]) ** 2).mean()
         ey = ((c[2:] - 2 * c[1:-1] + c[:-2]) ** 2).mean()
         assert got[i] == pytest.approx(max(ex, ey) / (c.var() + 25.0), rel=1e-4), i
