@@ -74,18 +74,18 @@ def cli_train(args: list, out: Path) -> tuple[dict, float]:
 
 def rows_and_arrays(size: int, ws_root: Path | None = None):
     """The same train / val / test rows the worker uses, decoded at ``size`` from the workspace's image cache."""
-    from core import datasets, training
+    from core import datasets, targets
     from core.images import ImageCache
     from core.workspace import home
 
     ws = home(ws_root or TMP / "ws").ensure()
     ds = datasets.load_dataset({"path": str(FLOWERS)}, workspace=ws)
-    t = training.build_targets(ds.samples, ds.schema)
+    t = targets.build_targets(ds.samples, ds.schema)
     arr = ImageCache(ws.cache_dir / "images").arrays(t.samples, size)
     split = t.samples["split"].to_numpy()
     tr = np.flatnonzero(split == "train")
     te = np.flatnonzero(split == "test")
-    tr, va = training.carve_validation(tr, t.y)
+    tr, va = targets.carve_validation(tr, t.y)
     return t, np.asarray(arr.images), tr, va, te
 
 

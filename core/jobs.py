@@ -67,13 +67,16 @@ def new_run_id(config: TrainConfig) -> str:
     return f"{stamp}-{config.model}-{task}-{secrets.token_hex(2)}"
 
 
-def _store_override(ws: Workspace, frame: pd.DataFrame) -> str:
-    """Write a labels patch once, content-addressed, under the workspace cache; return its path."""
+def _store_override(ws: Workspace, frame: pd.DataFrame, run_dir: runs.RunDir | None = None) -> str:
+    """Write a labels patch; return its path: the run's ``label_patch.parquet`` when ``run_dir`` is given,
+    else once, content-addressed, under the workspace cache."""
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"labels_override must be a pandas DataFrame; received {type(frame).__name__}")
     buf = io.BytesIO()
     frame.reset_index(drop=True).to_parquet(buf, index=False)
     data = buf.getvalue()
+    if run_dir is not None:
+        return str(atomic_write_bytes(run_dir.label_patch, data))
     path = ws.cache_dir / "label_overrides" / f"{hashlib.sha1(data).hexdigest()[:20]}.parquet"
     if not path.exists():
         atomic_write_bytes(path, data)
@@ -85,12 +88,14 @@ RAW_LABELS = "raw"
 
 
 def resolve_review_labels(ws: Workspace, config: TrainConfig, *, raw_labels: bool = False,
-                          dataset_id: str | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+                          dataset_id: str | None = None,
+                          run_dir: runs.RunDir | None = None) -> tuple[TrainConfig, dict[str, Any]]:
     """Point ``config`` at the review decisions' effective labels (or the raw ones); return it and config.json keys.
 
     A config whose ``label_patch_version`` is already set is returned as is (a run's
     config.json reproduces the same patch file). Otherwise the dataset's current patch
-    (:func:`core.review.labels_override`) is stored under the workspace and named in
+    (:func:`core.review.labels_override`) is stored in ``run_dir`` (the run's
+    ``label_patch.parquet``; without one, under the workspace cache) and named in
     ``labels_override_path``; ``label_patch_version`` becomes the decision version (``"raw"``
     with ``raw_labels``). The dict holds ``decision_version`` (int, or None for raw labels).
     """
@@ -102,7 +107,7 @@ def resolve_review_labels(ws: Workspace, config: TrainConfig, *, raw_labels: boo
     from core import review
 
     frame, version = review.labels_override(ws, dataset_id)
-    path = _store_override(ws, frame) if frame is not None else None
+    path = _store_override(ws, frame, run_dir) if frame is not None else None
     return config.replace(label_patch_version=str(version), labels_override_path=path), {"decision_version": version}
 
 
@@ -145,10 +150,10 @@ def launch(config: TrainConfig, *, workspace: Workspace | str | os.PathLike | No
         raise ValueError(f"run_id={run_id!r} already exists in {ws.runs_dir}")
     rd.path.mkdir(parents=True)
     if labels_override is None:
-        config, decision_extra = resolve_review_labels(ws, config, raw_labels=raw_labels)
+        config, decision_extra = resolve_review_labels(ws, config, raw_labels=raw_labels, run_dir=rd)
         extra = {**decision_extra, **dict(extra or {})}
     if labels_override is not None:
-        config = config.replace(labels_override_path=_store_override(ws, labels_override))
+        config = config.replace(labels_override_path=_store_override(ws, labels_override, rd))
     queued_at = time.time()
     runs.write_config(rd, {**config.to_dict(), **dict(extra or {}), "run_id": run_id, "queued_at": queued_at})
     runs.write_status(rd, "queued", queued_at=queued_at, message="queued")
@@ -363,8 +368,16 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
     previous = {s: _signal.signal(s, handler) for s in (_signal.SIGTERM, _signal.SIGINT)}
     lock_fd = None
     try:
-        if not runs.read_config(rd):
-            runs.write_config(rd, config.to_dict())
+        if not rd.config.exists():  # started without a launcher: this worker writes the run's config.json
+            decision_extra = {}
+            if config.dataset_id and config.label_patch_version is None:
+                try:
+                    config, decision_extra = resolve_review_labels(ws, config, run_dir=rd)
+                except Exception as exc:
+                    runs.write_status(rd, "failed", message=f"cannot read the review decisions: {exc}",
+                                      finished_at=time.time())
+                    raise
+            runs.write_config(rd, {**config.to_dict(), **decision_extra})
         if queue:
             st = runs.read_status(rd)
             runs.write_status(rd, "queued", pid=os.getpid(), queued_at=st.get("queued_at") or time.time())
@@ -384,10 +397,11 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
                 log(f"loading the dataset at {config.dataset.get('path')}")
                 ds = datasets.load_dataset(datasets.DatasetSpec.from_dict(config.dataset), workspace=ws)
                 config = config.replace(dataset_id=ds.dataset_id)
-                runs.write_config(rd, {**runs.read_config(rd), "dataset_id": ds.dataset_id})
-            if config.label_patch_version is None:  # not launched: use the review decisions as they are now
-                config, decision_extra = resolve_review_labels(ws, config, dataset_id=ds.dataset_id)
-                runs.write_config(rd, {**runs.read_config(rd), **config.to_dict(), **decision_extra})
+                runs.record_resolved(rd, {"dataset_id": ds.dataset_id})
+            if config.label_patch_version is None:  # a dataset given as a spec: its review decisions as they are now
+                config, decision_extra = resolve_review_labels(ws, config, dataset_id=ds.dataset_id, run_dir=rd)
+                runs.record_resolved(rd, {"label_patch_version": config.label_patch_version,
+                                          "labels_override_path": config.labels_override_path, **decision_extra})
             override = _read_override(config.labels_override_path) if config.labels_override_path else None
         except Exception as exc:
             runs.write_status(rd, "failed", message=f"cannot load the dataset: {exc}", finished_at=time.time())

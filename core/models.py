@@ -20,9 +20,11 @@ TensorFlow/Keras are imported inside the functions: ``import core.models`` is ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
+
+from core.targets import leaf_ancestors
 
 BACKBONES = ("cnn", "mobilenet_v2", "resnet50v2", "efficientnet_b0")
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -601,3 +603,71 @@ def masked_binary_crossentropy(**kwargs):
 def masked_binary_accuracy():
     """The registered masked accuracy function (``loupe>masked_binary_accuracy``), for ``compile(metrics=...)``."""
     return _register_custom_objects()["masked_binary_accuracy"]
+
+
+def combine_hierarchy(primary, subs: Mapping[str, Any], labels: Mapping[str, Any]):
+    """One model from a "separate" hierarchy: ``P(leaf) = P(category) * P(leaf | category)``.
+
+    Parameters
+    ----------
+    primary : keras.Model
+        Softmax over the first level's classes (``labels["level_classes"][levels[0]]`` order).
+    subs : dict
+        ``{category: keras.Model}`` softmax over that category's leaves (in leaf-class
+        order); a category with a single leaf needs no model.
+    labels : dict
+        The hierarchical labels.json.
+
+    Returns
+    -------
+    keras.Model
+        Input raw pixels, output ``"predictions"`` (N, K_leaf) in leaf-class order, and a
+        top-level ``"embedding"`` layer (the primary model's embedding). Only standard
+        layers (fixed Dense maps, Multiply, Concatenate): loads with ``safe_mode=True``.
+    """
+    import keras
+
+    levels = labels["levels"]
+    top_names = labels["level_classes"][levels[0]]
+    leaf_names = labels["level_classes"][levels[-1]]
+    anc = leaf_ancestors(labels)[levels[0]]
+    inputs = keras.Input(shape=primary.input_shape[1:], dtype="float32", name="image")
+    twin = keras.Model(primary.inputs, [primary.output, primary.get_layer("embedding").output], name="primary")
+    p_top, emb = twin(inputs)
+    emb = keras.layers.Identity(name="embedding")(emb)
+    parts, order = [], []
+    for i, c in enumerate(top_names):
+        leaves = np.flatnonzero(anc == i)
+        if len(leaves) == 0:
+            continue
+        if c in subs:
+            sub = subs[c]
+            sub_named = keras.Model(sub.inputs, sub.output, name=f"sub_{i:02d}")
+            parts.append(sub_named(inputs))
+        else:
+            if len(leaves) > 1:
+                raise ValueError(f"category {c!r} has {len(leaves)} leaves but no sub-model")
+            ones = keras.layers.Dense(1, use_bias=True, kernel_initializer="zeros", bias_initializer="ones",
+                                      trainable=False, name=f"one_{i:02d}")
+            parts.append(ones(p_top))
+        order.extend(leaves.tolist())
+    q = keras.layers.Concatenate(name="conditional")(parts) if len(parts) > 1 else parts[0]
+    n_leaf = len(leaf_names)
+    expand = np.zeros((len(top_names), n_leaf), dtype="float32")
+    for j, leaf_i in enumerate(order):
+        expand[anc[leaf_i], j] = 1.0
+    p_exp = keras.layers.Dense(n_leaf, use_bias=False, trainable=False, name="category_prob")
+    joint = keras.layers.Multiply(name="joint")([p_exp(p_top), q])
+    perm = np.zeros((n_leaf, n_leaf), dtype="float32")
+    for j, leaf_i in enumerate(order):
+        perm[j, leaf_i] = 1.0
+    reorder = keras.layers.Dense(n_leaf, use_bias=False, trainable=False, name="leaf_probs")
+    # The embedding must lie on a path to the output to be part of the saved graph (and
+    # reachable by name): a fixed all-zero map from it is added to the probabilities.
+    tap = keras.layers.Dense(n_leaf, use_bias=False, kernel_initializer="zeros", trainable=False,
+                             name="embedding_tap")(emb)
+    out = keras.layers.Add(name="predictions")([reorder(joint), tap])
+    model = keras.Model(inputs, out, name="loupe_hierarchy_separate")
+    p_exp.set_weights([expand])
+    reorder.set_weights([perm])
+    return model

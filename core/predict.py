@@ -2,7 +2,7 @@
 
 Vocabulary: a *source* is a run directory (``runs/<run_id>/``) or a *model bundle*, the zip
 :func:`export_bundle` writes (``model.keras``, ``labels.json``, ``preprocessing.json``,
-``thresholds.json``, ``config.json`` and what the out-of-distribution score needs). The
+``thresholds.json``, ``config.json``, ``resolved.json`` and what the out-of-distribution score needs). The
 model has K outputs (classes, or labels for multi-label); N images are predicted at once.
 
 :class:`Predictor` loads a source once (Keras ``safe_mode``) and predicts files, folders,
@@ -55,6 +55,7 @@ import pandas as pd
 
 from core import archives, runs
 from core.images import IMAGE_EXTENSIONS, ImageError
+from core.targets import hierarchy_path
 from core.workspace import read_json
 
 #: Columns every prediction table starts with (then ``top<i>``/``top<i>_p``, per-level or
@@ -69,7 +70,7 @@ BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "loupe-model-bundle"
 BUNDLE_VERSION = 1
 #: Files of a run directory a bundle carries (model, labels and preprocessing are required).
-BUNDLE_FILES = (runs.MODEL, runs.LABELS, runs.PREPROCESSING, runs.THRESHOLDS, runs.CONFIG)
+BUNDLE_FILES = (runs.MODEL, runs.LABELS, runs.PREPROCESSING, runs.THRESHOLDS, runs.CONFIG, runs.RESOLVED)
 BUNDLE_REQUIRED = (runs.MODEL, runs.LABELS, runs.PREPROCESSING)
 #: Limits on what an uploaded file / zip / bundle may expand to.
 MAX_UPLOAD_BYTES = 200 * 1024**2
@@ -193,7 +194,7 @@ def export_bundle(run_dir: str | os.PathLike, out_zip: str | os.PathLike) -> Pat
     -------
     Path
         ``out_zip``. It holds ``bundle.json`` (manifest), the run's ``model.keras``,
-        ``labels.json``, ``preprocessing.json``, ``thresholds.json`` and ``config.json``
+        ``labels.json``, ``preprocessing.json``, ``thresholds.json`` and ``config.json``, ``resolved.json``
         when present, and the files :mod:`core.embeddings` declares for the
         out-of-distribution score. Load it with ``Predictor.load(out_zip)``.
     """
@@ -670,8 +671,6 @@ class Predictor:
             else:
                 uncertain[ok] = False
             if self.task == "hierarchical":
-                from core.training import hierarchy_path
-
                 path = hierarchy_path(safe, self.labels)
                 levels = self.labels["levels"]
                 level_names = {lv: np.array(self.labels["level_classes"][lv], dtype=object)[path[lv]]

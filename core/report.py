@@ -104,6 +104,7 @@ class _Context:
     config: dict[str, Any]
     status: dict[str, Any]
     labels: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
     predictions: Any = None          # runs.Predictions of the report's split
     evaluation: dict[str, Any] | None = None
     dataset: Any = None              # core.datasets.Dataset
@@ -257,9 +258,11 @@ def _thumb(ctx: _Context, path: str, sample_id: str, **caption: Any) -> dict[str
 def _load_context(run_dir, *, workspace: Workspace | None, split: str, max_thumbnails: int,
                   thumbnail_size: int) -> _Context:
     rd = runs.require_predictions(run_dir)
+    run = runs.open_run(rd, workspace)
     ctx = _Context(rd=rd, workspace=workspace, split=split, max_thumbnails=max_thumbnails,
-                   thumbnail_size=thumbnail_size, config=runs.read_config(rd), status=runs.read_status(rd))
-    ctx.labels = runs.read_labels(rd)
+                   thumbnail_size=thumbnail_size, config=run.config, status=runs.read_status(rd))
+    ctx.labels = runs.read_labels(rd) if run.labels is None else run.labels  # missing: read_labels names the file
+    ctx.preprocessing = run.preprocessing
     ctx.predictions = runs.read_predictions(rd, split=split)
     return ctx
 
@@ -724,7 +727,7 @@ def _section_model_card(ctx: _Context) -> Section:
     task = labels.get("task") or cfg.get("task_resolved") or cfg.get("task")
     names = runs.output_names(labels) if labels else []
     model = str(cfg.get("model") or "?")
-    pre = _read_json(ctx.rd.preprocessing)
+    pre = ctx.preprocessing
     metric_rows = []
     if ev:
         if task == "multilabel":
@@ -775,13 +778,6 @@ def _section_model_card(ctx: _Context) -> Section:
         keras_version=cfg.get("keras_version"), metrics=metric_rows,
         thresholds_saved=bool(ctx.facts.get("thresholds_saved")), hyper=hyper, **limits)
     return Section("model_card", "Model card", body)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from core.workspace import read_json
-
-    obj = read_json(path, default=None)
-    return obj if isinstance(obj, dict) else {}
 
 
 def _cell(v: Any) -> str:

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from core.datasets import Dataset, open_dataset
+from core.targets import apply_label_overrides
 from core.workspace import Workspace, atomic_write_bytes
 
 #: The three decisions a reviewer can make.
@@ -311,7 +312,7 @@ def _patch(ds: Dataset, active: pd.DataFrame) -> pd.DataFrame:
 
 
 def labels_override(ws: Workspace, ds: Dataset | str) -> tuple[pd.DataFrame | None, int]:
-    """The review patch in the format :func:`core.jobs.launch` / :func:`core.training.apply_label_overrides` take.
+    """The review patch in the format :func:`core.jobs.launch` / :func:`core.targets.apply_label_overrides` take.
 
     Returns
     -------
@@ -334,8 +335,6 @@ def effective_labels(ds: Dataset | str, ws: Workspace) -> pd.DataFrame:
     """
     _check_ws(ws)
     ds = _dataset(ws, ds)
-    from core.training import apply_label_overrides
-
     active = decisions(ws, ds.dataset_id, active_only=True)
     patch = _patch(ds, active)
     out = apply_label_overrides(ds.samples, patch.drop(columns=["excluded"]) if len(patch) else None)

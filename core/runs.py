@@ -3,7 +3,13 @@
 A *run directory* (``runs/<run_id>/``) is the only thing the UI and the training worker
 share. Everything that reads or writes one goes through this module::
 
-    config.json        everything needed to reproduce the run (written once by the launcher)
+    config.json        everything needed to reproduce the run, written once: by the launcher
+                       (:func:`core.jobs.launch`), or by a worker started without one
+    resolved.json      what the worker resolved while it ran (the dataset id of a dataset given
+                       as a spec, the review labels it applied, the weights it used, outputs,
+                       counts, versions, a hierarchy's sub-models); :func:`read_config` lays it
+                       over config.json
+    label_patch.parquet the effective-label patch (review decisions) the run trained on
     status.json        {"state", "pid", "pid_start", "host", "epoch", "message", "created_at",
                        "updated_at", ...} written atomically on every change (:func:`write_status`);
                        optional "monitor", "best_value", "best_epoch" spare :func:`list_runs`
@@ -62,6 +68,8 @@ from core.workspace import atomic_write_json, atomic_write_text, read_json
 
 # -- file names (nowhere else in Loupe spells these) -------------------------
 CONFIG = "config.json"
+RESOLVED = "resolved.json"
+LABEL_PATCH = "label_patch.parquet"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 MODEL = "model.keras"
@@ -95,6 +103,14 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.path / CONFIG
+
+    @property
+    def resolved(self) -> Path:
+        return self.path / RESOLVED
+
+    @property
+    def label_patch(self) -> Path:
+        return self.path / LABEL_PATCH
 
     @property
     def status(self) -> Path:
@@ -157,18 +173,45 @@ def _json_default(o: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 def write_config(run_dir, config: Mapping[str, Any]) -> Path:
-    """Write ``config.json`` atomically (adds ``created_at`` when absent)."""
+    """Write ``config.json`` atomically, once (adds ``created_at`` when absent).
+
+    The launcher writes it (:func:`core.jobs.launch`), or the worker when it was started
+    without one; what the worker learns later goes to ``resolved.json``
+    (:func:`record_resolved`). ``ValueError`` when the run already has a config.json.
+    """
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a mapping; received {type(config).__name__}")
+    rd = _rd(run_dir)
+    if rd.config.exists():
+        raise ValueError(f"{rd.config} exists: a run's config.json is written once (what the worker resolves "
+                         f"goes to {RESOLVED})")
     cfg = dict(config)
     cfg.setdefault("created_at", time.time())
-    return atomic_write_json(_rd(run_dir).config, json.loads(json.dumps(cfg, default=_json_default)))
+    return atomic_write_json(rd.config, json.loads(json.dumps(cfg, default=_json_default)))
+
+
+def record_resolved(run_dir, fields: Mapping[str, Any]) -> Path:
+    """Merge ``fields`` into ``resolved.json`` atomically: what the worker resolved while it ran.
+
+    Only the worker writes it; :func:`read_config` lays it over config.json.
+    """
+    rd = _rd(run_dir)
+    current = read_json(rd.resolved, default=None)
+    merged = {**(current if isinstance(current, dict) else {}), **dict(fields)}
+    return atomic_write_json(rd.resolved, json.loads(json.dumps(merged, default=_json_default)))
 
 
 def read_config(run_dir) -> dict[str, Any]:
-    """``config.json`` as a dict; ``{}`` when missing or unreadable (never raises)."""
-    cfg = read_json(_rd(run_dir).config, default=None)
-    return cfg if isinstance(cfg, dict) else {}
+    """The run's configuration: ``config.json`` with the worker's ``resolved.json`` laid over it.
+
+    ``{}`` when config.json is missing or unreadable (never raises).
+    """
+    rd = _rd(run_dir)
+    cfg = read_json(rd.config, default=None)
+    if not isinstance(cfg, dict):
+        return {}
+    resolved = read_json(rd.resolved, default=None)
+    return {**cfg, **resolved} if isinstance(resolved, dict) else cfg
 
 
 # ---------------------------------------------------------------------------
@@ -1009,14 +1052,15 @@ def run_workspace(run_dir, workspace=None):
     return wsmod.home()
 
 
-def run_dataset(run_dir, workspace=None):
+def run_dataset(run_dir, workspace=None, *, config: Mapping[str, Any] | None = None):
     """The :class:`core.datasets.Dataset` a run was trained on: its ``dataset_id`` in the run's workspace, else
-    the dataset spec its config.json holds (loaded again). ``ValueError`` when the config names neither."""
+    the dataset spec its config.json holds (loaded again). ``config``: the run's :func:`read_config`, when the
+    caller has it already. ``ValueError`` when the config names neither."""
     from core import datasets
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir).expanduser())
     ws = run_workspace(rd, workspace)
-    cfg = read_config(rd)
+    cfg = read_config(rd) if config is None else config
     if cfg.get("dataset_id"):
         try:
             return datasets.open_dataset(ws, cfg["dataset_id"])
@@ -1026,3 +1070,33 @@ def run_dataset(run_dir, workspace=None):
     if cfg.get("dataset"):
         return datasets.load_dataset(datasets.DatasetSpec.from_dict(cfg["dataset"]), workspace=ws)
     raise ValueError(f"{rd.config}: the run names no dataset (no dataset_id or dataset); cannot open its samples")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, opened for reading (:func:`open_run`): its paths, its configuration
+    (config.json with resolved.json laid over it), labels.json (None before the worker writes
+    it), preprocessing.json (``{}`` when missing) and the workspace it belongs to."""
+
+    dir: RunDir
+    config: dict[str, Any]
+    labels: dict[str, Any] | None
+    preprocessing: dict[str, Any]
+    workspace: Any
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    def dataset(self):
+        """The :class:`core.datasets.Dataset` the run was trained on (see :func:`run_dataset`)."""
+        return run_dataset(self.dir, self.workspace, config=self.config)
+
+
+def open_run(run_dir, workspace=None) -> Run:
+    """Open a run directory: each of its JSON files read once. ``ValueError`` when labels.json exists but is
+    invalid; a run that has not written it yet has ``labels=None``."""
+    rd = _rd(run_dir)
+    pre = read_json(rd.preprocessing, default=None)
+    return Run(dir=rd, config=read_config(rd), labels=read_labels(rd) if rd.labels.exists() else None,
+               preprocessing=pre if isinstance(pre, dict) else {}, workspace=run_workspace(rd, workspace))

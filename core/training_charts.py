@@ -30,7 +30,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.charts import _layout
-from core.training import _finite
+from core.metrics import finite_number
 
 TRAIN_COLOR = "#4338CA"
 VAL_COLOR = "#F59E0B"
@@ -229,7 +229,7 @@ def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage
         # the final model averages the later fine-tuning epochs' weights: mark it, not one epoch
         first, last = average["epochs_averaged"]
         name = f"final model: average of epochs {first}-{last}"
-        y = float(average[monitor]) if _finite(average.get(monitor)) else None
+        y = float(average[monitor]) if finite_number(average.get(monitor)) else None
         if monitor != "val_loss" and y is not None:
             fig.add_scatter(x=[float(last)], y=[y], mode="markers", name=name,
                             marker=dict(symbol="star", size=16, color=BEST_COLOR),
@@ -280,7 +280,7 @@ class Progress:
 
 def format_seconds(seconds: Any) -> str:
     """``75`` -> ``"1 min 15 s"``; unknown -> ``"?"``."""
-    if not _finite(seconds):
+    if not finite_number(seconds):
         return "?"
     s = max(0, int(round(float(seconds))))
     if s < 60:
@@ -294,7 +294,7 @@ def progress(status: Mapping[str, Any], state: str) -> Progress:
     """Progress of a run from its ``status.json`` and its effective state (``core.runs.effective_state``)."""
     active = state in ("queued", "running")
     frac = status.get("progress")
-    frac = float(frac) if _finite(frac) else 0.0
+    frac = float(frac) if finite_number(frac) else 0.0
     if state == "done":
         frac = 1.0
     parts = []
@@ -308,13 +308,13 @@ def progress(status: Mapping[str, Any], state: str) -> Progress:
         if n_stages and int(n_stages) > 1:
             parts.append(f"model {status.get('stage_index', '?')}/{n_stages} ({status.get('stage')})")
         if active and state == "running":
-            if _finite(status.get("eta_s")) and frac > 0:
+            if finite_number(status.get("eta_s")) and frac > 0:
                 parts.append(f"ETA {format_seconds(status.get('eta_s'))}")
             elif status.get("message"):
                 parts.append(str(status.get("message")))
         else:
             parts.append(state)
-            if _finite(status.get("seconds")):
+            if finite_number(status.get("seconds")):
                 parts.append(f"took {format_seconds(status.get('seconds'))}")
     return Progress(state=state, fraction=min(max(frac, 0.0), 1.0), text=" · ".join(parts) or state,
                     active=active)

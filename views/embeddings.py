@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core import embedding_charts as charts
@@ -81,7 +80,6 @@ def _audit_flags(ws_root: str, dataset_id: str, stamp: float) -> dict[str, str]:
         return {}
     first = result.issues.drop_duplicates("sample_id")
     return dict(zip(first["sample_id"].astype(str), first["issue"].astype(str)))
-
 
 
 def _gallery(images: np.ndarray, captions: list[str], *, per_row: int = 8) -> None:

@@ -14,7 +14,8 @@ import streamlit as st
 
 from core import jobs, models, review, runs
 from core import training_charts as tc
-from core.training import IMPUTATIONS, MONITORS, recommended_config
+from core.targets import IMPUTATIONS
+from core.training import MONITORS, recommended_config
 from ui import state
 from ui.state import esc
 

@@ -74,6 +74,17 @@ def test_compute_embeddings_covers_every_sample_and_is_cached(run_copy, demo_wor
     assert cache.stat().st_mtime_ns != mtime
 
 
+def test_compute_embeddings_reads_the_run_config_once(run_copy, demo_workspace, monkeypatch):
+    # read once by compute_embeddings and passed down (to core.runs.run_dataset too)
+    reads = []
+    read_config = runs.read_config
+    monkeypatch.setattr(runs, "read_config", lambda rd: reads.append(rd) or read_config(rd))
+    emb = E.compute_embeddings(run_copy, workspace=demo_workspace)
+    assert len(emb) and len(reads) == 1
+    reads.clear()
+    assert E.embeddings_fresh(run_copy, workspace=demo_workspace) and len(reads) == 1
+
+
 def test_embed_images_and_paths_match_the_cached_vectors(run_copy, demo_workspace):
     from core.images import load_image, resize_image
 

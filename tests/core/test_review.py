@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import datasets, jobs, review, runs, training
+from core import datasets, jobs, review, runs, targets, training
 from core.workspace import Workspace
 
 HIERARCHY = {"action": ("button", "link"), "choice": ("checkbox", "radio")}
@@ -152,7 +152,7 @@ def test_hierarchical_leaf_relabel_keeps_the_parent_consistent(ws, hier):
     frame, version = review.labels_override(ws, hier)
     assert version == 2 and set(frame.columns) == {"sample_id", "group", "element", "excluded"}
     # the patch in the worker's format gives the same labels as effective_labels
-    applied = training.apply_label_overrides(hier.samples, frame).set_index("sample_id")
+    applied = targets.apply_label_overrides(hier.samples, frame).set_index("sample_id")
     pd.testing.assert_frame_equal(applied[["group", "element"]].astype(str),
                                   eff[["group", "element"]].astype(str), check_dtype=False)
 
@@ -165,7 +165,7 @@ def test_labels_override_format_and_exclusion(ws, hier):
     assert version == 2
     assert list(frame["sample_id"]) == [_sid(hier, "link", 3)]  # keep changes nothing: not in the patch
     assert bool(frame["excluded"].iloc[0]) and frame["element"].isna().all()
-    applied = training.apply_label_overrides(hier.samples, frame)
+    applied = targets.apply_label_overrides(hier.samples, frame)
     assert len(applied) == len(hier.samples) - 1 and _sid(hier, "link", 3) not in set(applied["sample_id"])
     eff = review.effective_labels(hier, ws)
     assert len(eff) == len(hier.samples) and int(eff["excluded"].sum()) == 1

@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from core import models, runs, training, training_charts
+from core import models, runs, targets, training, training_charts
+from core.metrics import epoch_scores
+from core.training import callbacks as fit_callbacks
+from core.training import trainer as fit_loop
 from core.datasets import LabelSchema
 from core.workspace import home
 
@@ -71,7 +74,7 @@ def ws(tmp_path):
 
 def test_impute_mean_matches_a_naive_loop():
     Y = np.array([[1, np.nan, 0], [0, 1, np.nan], [1, 1, np.nan], [np.nan, 0, np.nan]], dtype=float)
-    got = training.impute_labels(Y, method="mean")
+    got = targets.impute_labels(Y, method="mean")
     want = Y.copy()
     for j in range(Y.shape[1]):
         known = [v for v in Y[:, j] if not np.isnan(v)]
@@ -79,7 +82,7 @@ def test_impute_mean_matches_a_naive_loop():
             if np.isnan(Y[i, j]):
                 want[i, j] = sum(known) / len(known)
     np.testing.assert_allclose(got, want)
-    np.testing.assert_array_equal(training.impute_labels(Y, method="mask"), Y)  # mask: nothing filled
+    np.testing.assert_array_equal(targets.impute_labels(Y, method="mask"), Y)  # mask: nothing filled
 
 
 def test_impute_matrix_factorization_recovers_a_low_rank_pattern():
@@ -89,21 +92,21 @@ def test_impute_matrix_factorization_recovers_a_low_rank_pattern():
     Y = np.column_stack([z, z, z, 1 - z, 1 - z, 1 - z]).astype(float)
     hidden = rng.random(Y.shape) < 0.25
     Yobs = np.where(hidden, np.nan, Y)
-    filled = training.impute_labels(Yobs, method="matrix_factorization", rank=1, l2=0.01)
+    filled = targets.impute_labels(Yobs, method="matrix_factorization", rank=1, l2=0.01)
     np.testing.assert_array_equal(filled[~hidden], Y[~hidden])  # known entries untouched
     assert np.all((filled >= 0) & (filled <= 1))
     err_mf = np.abs(filled[hidden] - Y[hidden]).mean()
-    err_mean = np.abs(training.impute_labels(Yobs, method="mean")[hidden] - Y[hidden]).mean()
+    err_mean = np.abs(targets.impute_labels(Yobs, method="mean")[hidden] - Y[hidden]).mean()
     assert err_mf < 0.2 < err_mean  # the low-rank fit uses the co-occurrence; the mean cannot
 
 
 def test_impute_rejects_bad_input():
     with pytest.raises(ValueError, match="method"):
-        training.impute_labels(np.zeros((2, 2)), method="knn")
+        targets.impute_labels(np.zeros((2, 2)), method="knn")
     with pytest.raises(ValueError, match="1, 0 or NaN"):
-        training.impute_labels(np.array([[2.0, 0.0]]), method="mean")
+        targets.impute_labels(np.array([[2.0, 0.0]]), method="mean")
     with pytest.raises(ValueError, match="shape"):
-        training.impute_labels(np.zeros(3), method="mean")
+        targets.impute_labels(np.zeros(3), method="mean")
 
 
 def test_config_validates_and_round_trips():
@@ -135,22 +138,22 @@ def test_recommended_config_per_model_family():
 def test_targets_binary_merges_the_rest_and_hierarchy_builds_parents(tmp_path):
     s = _samples(tmp_path, COLOURS, n_per=4, colour=lambda c, i: c, group=lambda c, i: GROUP[c])
     schema = LabelSchema("multiclass", ("colour",), {"colour": tuple(sorted(COLOURS))})
-    t = training.build_targets(s, schema, task="binary", positive_class="red")
+    t = targets.build_targets(s, schema, task="binary", positive_class="red")
     assert t.labels == {"task": "binary", "classes": ["not_red", "red"], "positive_class": "red"}
     assert set(t.y.tolist()) == {0, 1} and (t.y == 1).sum() == 4
-    t = training.build_targets(s, schema, exclude_classes=["green"])
+    t = targets.build_targets(s, schema, exclude_classes=["green"])
     assert "green" not in t.names and t.dropped == {"excluded class": 4}
     hs = LabelSchema("hierarchical", ("group", "colour"))
-    t = training.build_targets(s, hs)
+    t = targets.build_targets(s, hs)
     runs.validate_labels(t.labels)  # the labels.json contract
     assert t.labels["parents"]["colour"] == GROUP
     probs = np.random.default_rng(0).dirichlet(np.ones(4), size=5)
-    lp = training.hierarchy_probabilities(probs, t.labels)
+    lp = targets.hierarchy_probabilities(probs, t.labels)
     np.testing.assert_allclose(lp["group"].sum(axis=1), 1.0)
     warm = [t.names.index(c) for c in ("red", "yellow")]
     np.testing.assert_allclose(lp["group"][:, t.labels["level_classes"]["group"].index("warm")],
                                probs[:, warm].sum(axis=1))
-    path = training.hierarchy_path(probs, t.labels)
+    path = targets.hierarchy_path(probs, t.labels)
     for i in range(5):
         leaf = t.names[path["colour"][i]]
         assert t.labels["level_classes"]["group"][path["group"][i]] == GROUP[leaf]
@@ -183,9 +186,9 @@ def test_make_dataset_streams_the_same_rows_from_ram_or_memmap(tmp_path):
 
 
 def test_nan_loss_stops_the_fit_and_raises_an_alert(tmp_path):
-    BatchLogger, RunRecorder = training._CALLBACKS()
+    BatchLogger, RunRecorder = fit_callbacks.callback_classes()
     alerts = []
-    ctx = training._FitContext(run_dir=tmp_path, stage="main", stop=training.StopRequest(), val_ds=None,
+    ctx = fit_callbacks.FitContext(run_dir=tmp_path, stage="main", stop=training.StopRequest(), val_ds=None,
                                val_y=np.zeros(1), metric_task="multiclass", names=("a",), monitor="val_loss",
                                epochs=1, batch_size=1, n_train=1, save_checkpoint=lambda m: None,
                                on_epoch=lambda r: None, alerts=alerts)
@@ -296,7 +299,7 @@ def test_hierarchical_flat_and_separate_give_full_paths_on_the_same_test_split(t
     x = ImageCache(ws.cache_dir / "images").arrays(test, 16).images.astype("float32")
     p_leaf = combined.predict(x, verbose=0)
     p_top = primary.predict(x, verbose=0)
-    lp = training.hierarchy_probabilities(p_leaf, runs.read_labels(sep))
+    lp = targets.hierarchy_probabilities(p_leaf, runs.read_labels(sep))
     np.testing.assert_allclose(lp["group"], p_top, atol=1e-5)  # P(group) = sum of P(leaf) in it
 
 
@@ -425,7 +428,7 @@ def test_embedding_is_widened_so_a_probe_head_fits_many_classes():
     assert training.embedding_width(cfg, 12) == 128 and training.embedding_width(cfg, 100) == 200
     assert training.embedding_width(cfg.replace(probe_head=False), 100) == 128
     assert training.embedding_width(training.recommended_config("cnn"), 100) == 64
-    model = training._build(cfg.replace(image_size=32), 100, "softmax", weights=None)
+    model = fit_loop._build(cfg.replace(image_size=32), 100, "softmax", weights=None)
     assert int(model.get_layer(models.EMBEDDING_LAYER).units) == 200
 
 
@@ -449,7 +452,7 @@ def test_multilabel_transfer_warm_up_is_a_per_label_linear_probe(miml_scene, tmp
     assert list(epochs["input"]) == ["backbone features"]
     # the head holds the probe exactly: the checkpoint's val predictions give the probe epoch's recorded metrics
     pred = runs.read_predictions(out, split="val")
-    val = training.evaluate_predictions("multilabel", pred.y_true, pred.probs)
+    val = epoch_scores("multilabel", pred.y_true, pred.probs)
     assert val["macro_f1"] == pytest.approx(epochs.iloc[0]["val_macro_f1"], abs=1e-4)
 
 
@@ -470,10 +473,10 @@ def test_transfer_without_probe_head_trains_the_head_by_epochs_on_features(tmp_p
 def test_frozen_warm_up_falls_back_to_images_when_features_would_not_fit_in_ram(tmp_path, monkeypatch):
     model = models.build_model(3, backbone="mobilenet_v2", image_size=32, weights=None)
     said = []
-    trainer = training._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
+    trainer = fit_loop._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
                                 log=said.append)
     assert trainer._features_fit(model, 1000)  # 1000 x 1280 floats: 5 MB
-    monkeypatch.setattr(training, "FEATURE_WARMUP_LIMIT_BYTES", 1_000_000)
+    monkeypatch.setattr(fit_loop, "FEATURE_WARMUP_LIMIT_BYTES", 1_000_000)
     assert not trainer._features_fit(model, 1000)
     assert "the frozen warm-up runs on images" in said[-1] and "GiB" in said[-1]
 
@@ -482,8 +485,8 @@ def test_eta_is_unknown_during_the_warm_up_then_extrapolates_fine_tuning_epochs(
     clock = iter([0.0,  # the trainer's start
                   1.0, 1.5, 2.0,  # 3 warm-up epochs on features: fast, no ETA from them
                   32.0, 52.0, 72.0])  # fine-tuning: 30 s (set-up included), then 20 s per epoch
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
-    trainer = training._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
+    monkeypatch.setattr(fit_loop.time, "perf_counter", lambda: next(clock))
+    trainer = fit_loop._Trainer(training.recommended_config("mobilenet_v2"), tmp_path, stop=training.StopRequest(),
                                 log=lambda msg: None)
     etas, texts = [], []
     for epoch, phase in [(1, "frozen warm-up"), (2, "frozen warm-up"), (3, "frozen warm-up"),
