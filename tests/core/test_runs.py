@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from core import runs
+from core.runs import status as runs_status
 
 MULTICLASS = {"task": "multiclass", "classes": ["daisy", "tulip", "rose"]}
 BINARY = {"task": "binary", "classes": ["other", "sunflower"], "positive_class": "sunflower"}
@@ -92,9 +93,9 @@ def test_unreaped_worker_counts_as_dead(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         deadline = time.time() + 10
-        while runs._proc_state(proc.pid) not in ("Z", None) and time.time() < deadline:
+        while runs_status._proc_state(proc.pid) not in ("Z", None) and time.time() < deadline:
             time.sleep(0.05)
-        assert runs._proc_state(proc.pid) in ("Z", None)  # exited, not reaped (None: no /proc)
+        assert runs_status._proc_state(proc.pid) in ("Z", None)  # exited, not reaped (None: no /proc)
         assert not runs.pid_alive(proc.pid)
         status = runs.write_status(tmp_path, "running", pid=proc.pid)
         assert runs.effective_state(status) == "interrupted"
