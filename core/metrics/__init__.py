@@ -25,18 +25,18 @@ comparison), :mod:`~core.metrics.epoch` (the fit loop's per-epoch scores); argum
 
 from __future__ import annotations
 
+from core.metrics.calibration import (
+    Calibration, TemperatureFit, apply_temperature, calibration_bins, expected_calibration_error, fit_temperature,
+)
 from core.metrics.classification import (
     ClassificationSummary, apply_thresholds, classification_summary, confident_mistakes,
 )
 from core.metrics.curves import Curve, CurveSet, binary_curve, multilabel_curves, one_vs_rest_curves
-from core.metrics.thresholds import ThresholdChoice, threshold_at_precision, thresholds_at_precision
-from core.metrics.multilabel import MultilabelSummary, multilabel_mistakes, multilabel_summary
-from core.metrics.hierarchical import HierarchicalSummary, hierarchical_summary, hierarchy_consistency
-from core.metrics.calibration import (
-    Calibration, TemperatureFit, apply_temperature, calibration_bins, expected_calibration_error, fit_temperature,
-)
-from core.metrics.evaluation import RunComparison, compare_runs, evaluate_predictions, format_evaluation
 from core.metrics.epoch import epoch_scores, finite_number
+from core.metrics.evaluation import RunComparison, compare_runs, evaluate_predictions, format_evaluation
+from core.metrics.hierarchical import HierarchicalSummary, hierarchical_summary, hierarchy_consistency
+from core.metrics.multilabel import MultilabelSummary, multilabel_mistakes, multilabel_summary
+from core.metrics.thresholds import ThresholdChoice, threshold_at_precision, thresholds_at_precision
 
 __all__ = [
     "Calibration",

@@ -61,14 +61,14 @@ from core.runs.layout import (
     json_default, output_names, read_config, read_labels, record_resolved, validate_labels, write_config,
     write_labels,
 )
-from core.runs.status import (
-    append_metrics, effective_state, pid_alive, process_start_ticks, read_metrics, read_status, write_status,
-)
+from core.runs.listing import RUN_COLUMNS, Run, list_runs, open_run, run_dataset, run_summary, run_workspace
 from core.runs.predictions import (
     Predictions, class_thresholds, prediction_columns, predictions_frame, read_predictions, read_thresholds,
     require_predictions, write_predictions, write_thresholds,
 )
-from core.runs.listing import RUN_COLUMNS, Run, list_runs, open_run, run_dataset, run_summary, run_workspace
+from core.runs.status import (
+    append_metrics, effective_state, pid_alive, process_start_ticks, read_metrics, read_status, write_status,
+)
 
 __all__ = [
     "ACTIVE_STATES", "BASE_PREDICTION_COLUMNS", "CONFIG", "LABELS", "LABEL_PATCH", "METRICS", "MODEL",

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from core.runs.layout import BASE_PREDICTION_COLUMNS, RunDir, json_default, as_run_dir, read_labels, validate_labels
+from core.runs.layout import BASE_PREDICTION_COLUMNS, RunDir, as_run_dir, json_default, read_labels, validate_labels
 from core.workspace import atomic_write_json, atomic_write_text, read_json
 
 

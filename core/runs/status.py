@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from core.runs.layout import ACTIVE_STATES, STATES, UNKNOWN_STATE, json_default, as_run_dir
+from core.runs.layout import ACTIVE_STATES, STATES, UNKNOWN_STATE, as_run_dir, json_default
 from core.workspace import atomic_write_json, read_json
 
 

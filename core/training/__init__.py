@@ -29,8 +29,8 @@ TensorFlow/Keras are imported inside functions: ``import core.training`` is chea
 
 from __future__ import annotations
 
-from core.training.config import HIERARCHY_MODES, MONITORS, RECIPES, WEIGHTS, TrainConfig, recommended_config
 from core.training.callbacks import StopRequest
+from core.training.config import HIERARCHY_MODES, MONITORS, RECIPES, TrainConfig, WEIGHTS, recommended_config
 from core.training.data import IN_MEMORY_LIMIT_BYTES, make_dataset
 from core.training.devices import MIRRORED_CPUS_ENV
 from core.training.health import COLLAPSE_EPOCHS, collapse_alert, gap_alert

@@ -31,7 +31,7 @@ from core.targets import (
     hierarchy_probabilities, impute_labels, leaf_ancestors,
 )
 from core.training.callbacks import (
-    StopRequest, callback_classes, FitContext, Stopped, recording_on_features, weight_average,
+    FitContext, StopRequest, Stopped, callback_classes, recording_on_features, weight_average,
 )
 from core.training.config import TrainConfig
 from core.training.data import make_dataset
