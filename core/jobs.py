@@ -87,7 +87,7 @@ def _store_override(ws: Workspace, frame: pd.DataFrame, run_dir: runs.RunDir | N
 RAW_LABELS = "raw"
 
 
-def resolve_review_labels(ws: Workspace, config: TrainConfig, *, raw_labels: bool = False,
+def resolve_review_labels(workspace: Workspace, config: TrainConfig, *, raw_labels: bool = False,
                           dataset_id: str | None = None,
                           run_dir: runs.RunDir | None = None) -> tuple[TrainConfig, dict[str, Any]]:
     """Point ``config`` at the review decisions' effective labels (or the raw ones); return it and config.json keys.
@@ -106,8 +106,8 @@ def resolve_review_labels(ws: Workspace, config: TrainConfig, *, raw_labels: boo
         return config, {}
     from core import review
 
-    frame, version = review.labels_override(ws, dataset_id)
-    path = _store_override(ws, frame, run_dir) if frame is not None else None
+    frame, version = review.labels_override(workspace, dataset_id)
+    path = _store_override(workspace, frame, run_dir) if frame is not None else None
     return config.replace(label_patch_version=str(version), labels_override_path=path), {"decision_version": version}
 
 

@@ -63,17 +63,17 @@ DECISION_COLUMNS = ("decision_id", "dataset_id", "sample_id", "action", "label_c
 # Validation helpers
 # ---------------------------------------------------------------------------
 
-def _check_ws(ws: Workspace) -> Workspace:
-    if not isinstance(ws, Workspace):
-        raise ValueError(f"ws must be a core.workspace.Workspace; received {type(ws).__name__}")
-    return ws
+def _check_workspace(workspace: Workspace) -> Workspace:
+    if not isinstance(workspace, Workspace):
+        raise ValueError(f"workspace must be a core.workspace.Workspace; received {type(workspace).__name__}")
+    return workspace
 
 
-def _dataset(ws: Workspace, ds: Dataset | str) -> Dataset:
+def _dataset(workspace: Workspace, ds: Dataset | str) -> Dataset:
     if isinstance(ds, Dataset):
         return ds
     if isinstance(ds, str):
-        return open_dataset(ws, ds)
+        return open_dataset(workspace, ds)
     raise ValueError(f"ds must be a core.datasets.Dataset or a dataset id; received {type(ds).__name__}")
 
 
@@ -143,12 +143,13 @@ def _normalise(ds: Dataset, sample_pos: pd.Series, rec: Mapping[str, Any]) -> di
 # Recording and undoing
 # ---------------------------------------------------------------------------
 
-def record_decisions(ws: Workspace, ds: Dataset | str, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> list[int]:
+def record_decisions(workspace: Workspace, ds: Dataset | str,
+                     rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> list[int]:
     """Record several decisions in one transaction (one batch, one timestamp), committed at once.
 
     Parameters
     ----------
-    ws : Workspace
+    workspace : Workspace
     ds : Dataset or dataset id
     rows : iterable of dicts, or DataFrame
         Each with ``sample_id`` and ``action`` (one of :data:`ACTIONS`), and optionally
@@ -166,8 +167,8 @@ def record_decisions(ws: Workspace, ds: Dataset | str, rows: Iterable[Mapping[st
         An unknown sample or action, or a relabel without a valid ``new_label``; nothing is
         written then.
     """
-    _check_ws(ws)
-    ds = _dataset(ws, ds)
+    _check_workspace(workspace)
+    ds = _dataset(workspace, ds)
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
     sample_pos = pd.Series(np.arange(len(ds.samples)), index=ds.samples["sample_id"].astype(str))
@@ -176,7 +177,7 @@ def record_decisions(ws: Workspace, ds: Dataset | str, rows: Iterable[Mapping[st
         return []
     now = time.time()
     ids = []
-    with ws.connect() as con:
+    with workspace.connect() as con:
         for r in recs:
             cur = con.execute(
                 """INSERT INTO decisions (dataset_id, sample_id, action, label_column, old_label, new_label,
@@ -187,30 +188,30 @@ def record_decisions(ws: Workspace, ds: Dataset | str, rows: Iterable[Mapping[st
     return ids
 
 
-def record_decision(ws: Workspace, ds: Dataset | str, sample_id: str, action: str, *, new_label: str | None = None,
-                    label_column: str | None = None, detector: str | None = None, note: str | None = None) -> int:
+def record_decision(workspace: Workspace, ds: Dataset | str, sample_id: str, action: str, *,
+                    new_label: str | None = None, label_column: str | None = None, detector: str | None = None, note: str | None = None) -> int:
     """Record one decision (committed at once); return its ``decision_id``. See :func:`record_decisions`."""
-    return record_decisions(ws, ds, [dict(sample_id=sample_id, action=action, new_label=new_label,
+    return record_decisions(workspace, ds, [dict(sample_id=sample_id, action=action, new_label=new_label,
                                           label_column=label_column, detector=detector, note=note)])[0]
 
 
-def undo(ws: Workspace, decision_ids: int | Iterable[int]) -> int:
+def undo(workspace: Workspace, decision_ids: int | Iterable[int]) -> int:
     """Undo decisions (stamp ``undone_at``); return how many were undone (already undone ones are skipped)."""
-    _check_ws(ws)
+    _check_workspace(workspace)
     ids = [int(decision_ids)] if isinstance(decision_ids, (int, np.integer)) else [int(i) for i in decision_ids]
     if not ids:
         return 0
     now = time.time()
-    with ws.connect() as con:
+    with workspace.connect() as con:
         cur = con.execute(f"UPDATE decisions SET undone_at = ? WHERE undone_at IS NULL AND decision_id IN "
                           f"({','.join('?' * len(ids))})", (now, *ids))
         return int(cur.rowcount)
 
 
-def undo_last(ws: Workspace, dataset_id: str) -> list[int]:
+def undo_last(workspace: Workspace, dataset_id: str) -> list[int]:
     """Undo the latest batch of active decisions of a dataset (the last click); return the undone ids ([] if none)."""
-    _check_ws(ws)
-    with ws.connect() as con:
+    _check_workspace(workspace)
+    with workspace.connect() as con:
         row = con.execute("SELECT MAX(created_at) FROM decisions WHERE dataset_id = ? AND undone_at IS NULL",
                           (str(dataset_id),)).fetchone()
         if row is None or row[0] is None:
@@ -227,18 +228,18 @@ def undo_last(ws: Workspace, dataset_id: str) -> list[int]:
 # Reading
 # ---------------------------------------------------------------------------
 
-def decisions(ws: Workspace, dataset_id: str, *, active_only: bool = False) -> pd.DataFrame:
+def decisions(workspace: Workspace, dataset_id: str, *, active_only: bool = False) -> pd.DataFrame:
     """The decision log of a dataset, newest first.
 
     Columns: :data:`DECISION_COLUMNS` plus ``active`` (bool: not undone and the latest
     not-undone decision of its sample, i.e. in effect). ``active_only``: only the decisions
     in effect, one per sample.
     """
-    _check_ws(ws)
-    if not ws.db_path.exists():
+    _check_workspace(workspace)
+    if not workspace.db_path.exists():
         df = pd.DataFrame(columns=[*DECISION_COLUMNS, "active"])
         return df
-    with ws.connect() as con:
+    with workspace.connect() as con:
         rows = con.execute(f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions WHERE dataset_id = ? "
                            "ORDER BY decision_id DESC", (str(dataset_id),)).fetchall()
     df = pd.DataFrame([tuple(r) for r in rows], columns=list(DECISION_COLUMNS))
@@ -253,15 +254,15 @@ def decisions(ws: Workspace, dataset_id: str, *, active_only: bool = False) -> p
     return df
 
 
-def decision_version(ws: Workspace, dataset_id: str) -> int:
+def decision_version(workspace: Workspace, dataset_id: str) -> int:
     """Events in the dataset's decision log (decisions recorded + decisions undone); 0 without any.
 
     Monotonic: every record and every undo raises it, nothing lowers it.
     """
-    _check_ws(ws)
-    if not ws.db_path.exists():
+    _check_workspace(workspace)
+    if not workspace.db_path.exists():
         return 0
-    with ws.connect() as con:
+    with workspace.connect() as con:
         n, undone = con.execute("SELECT COUNT(*), COUNT(undone_at) FROM decisions WHERE dataset_id = ?",
                                 (str(dataset_id),)).fetchone()
     return int(n) + int(undone)
@@ -311,7 +312,7 @@ def _patch(ds: Dataset, active: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def labels_override(ws: Workspace, ds: Dataset | str) -> tuple[pd.DataFrame | None, int]:
+def labels_override(workspace: Workspace, ds: Dataset | str) -> tuple[pd.DataFrame | None, int]:
     """The review patch in the format :func:`core.jobs.launch` / :func:`core.targets.apply_label_overrides` take.
 
     Returns
@@ -320,22 +321,22 @@ def labels_override(ws: Workspace, ds: Dataset | str) -> tuple[pd.DataFrame | No
         effect (``sample_id``, the label columns -- new value or NaN --, ``excluded`` bool),
         or None when no decision changes anything; and the :func:`decision_version`.
     """
-    _check_ws(ws)
-    ds = _dataset(ws, ds)
-    version = decision_version(ws, ds.dataset_id)
-    patch = _patch(ds, decisions(ws, ds.dataset_id, active_only=True))
+    _check_workspace(workspace)
+    ds = _dataset(workspace, ds)
+    version = decision_version(workspace, ds.dataset_id)
+    patch = _patch(ds, decisions(workspace, ds.dataset_id, active_only=True))
     return (patch if len(patch) else None), version
 
 
-def effective_labels(ds: Dataset | str, ws: Workspace) -> pd.DataFrame:
+def effective_labels(workspace: Workspace, ds: Dataset | str) -> pd.DataFrame:
     """The samples table with the decisions applied: labels patched, plus ``excluded`` (bool) and ``decision``.
 
     Every sample is kept (excluded ones too, marked ``excluded=True``); ``decision`` is the
     action in effect (``keep`` / ``exclude`` / ``relabel``) or None. The dataset is not modified.
     """
-    _check_ws(ws)
-    ds = _dataset(ws, ds)
-    active = decisions(ws, ds.dataset_id, active_only=True)
+    _check_workspace(workspace)
+    ds = _dataset(workspace, ds)
+    active = decisions(workspace, ds.dataset_id, active_only=True)
     patch = _patch(ds, active)
     out = apply_label_overrides(ds.samples, patch.drop(columns=["excluded"]) if len(patch) else None)
     out = out.copy() if out is ds.samples else out
@@ -378,7 +379,7 @@ def _label_cells(ds: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def export_patch_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike | None = None) -> bytes | Path:
+def export_patch_csv(workspace: Workspace, ds: Dataset | str, path: str | os.PathLike | None = None) -> bytes | Path:
     """The label patch: one row per sample with a decision in effect (keep rows included, marked so).
 
     Columns: ``sample_id, path`` (as given in the dataset), ``action``, ``excluded``, then per
@@ -386,11 +387,11 @@ def export_patch_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike |
     (ISO, UTC) and ``decision_id``. Returns the CSV bytes, or writes ``path`` (atomically) and
     returns it.
     """
-    _check_ws(ws)
-    ds = _dataset(ws, ds)
-    active = decisions(ws, ds.dataset_id, active_only=True)
+    _check_workspace(workspace)
+    ds = _dataset(workspace, ds)
+    active = decisions(workspace, ds.dataset_id, active_only=True)
     active = active[active["sample_id"].isin(set(ds.samples["sample_id"].astype(str)))].sort_values("decision_id")
-    eff = effective_labels(ds, ws).set_index("sample_id")
+    eff = effective_labels(workspace, ds).set_index("sample_id")
     raw = ds.samples.set_index("sample_id")
     sids = active["sample_id"].astype(str).tolist()
     out = pd.DataFrame({"sample_id": sids, "path": raw.loc[sids, "rel_path"].tolist() if sids else [],
@@ -407,7 +408,7 @@ def export_patch_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike |
     return _csv_out(out, path)
 
 
-def export_cleaned_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike | None = None, *,
+def export_cleaned_csv(workspace: Workspace, ds: Dataset | str, path: str | os.PathLike | None = None, *,
                        include_excluded: bool = False) -> bytes | Path:
     """The full cleaned labels table: every sample (excluded ones left out unless ``include_excluded``).
 
@@ -416,9 +417,9 @@ def export_cleaned_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike
     columns (multi-label: 1 / 0 / empty for missing), the attribute columns, and ``excluded``
     when ``include_excluded``. Returns CSV bytes, or writes ``path`` and returns it.
     """
-    _check_ws(ws)
-    ds = _dataset(ws, ds)
-    eff = effective_labels(ds, ws)
+    _check_workspace(workspace)
+    ds = _dataset(workspace, ds)
+    eff = effective_labels(workspace, ds)
     if not include_excluded:
         eff = eff[~eff["excluded"]]
     out = pd.DataFrame({"path": eff["rel_path"], "sample_id": eff["sample_id"]})
@@ -436,7 +437,7 @@ def export_cleaned_csv(ws: Workspace, ds: Dataset | str, path: str | os.PathLike
 # The flaggers' precision
 # ---------------------------------------------------------------------------
 
-def detector_precision(ws: Workspace, dataset_id: str, *, issues: pd.DataFrame | None = None) -> pd.DataFrame:
+def detector_precision(workspace: Workspace, dataset_id: str, *, issues: pd.DataFrame | None = None) -> pd.DataFrame:
     """How many flags of each detector the reviewer confirmed (exclude / relabel) or rejected (keep).
 
     Counts the decisions in effect that name a detector (a decision naming several,
@@ -449,7 +450,7 @@ def detector_precision(ws: Workspace, dataset_id: str, *, issues: pd.DataFrame |
     DataFrame with columns ``detector, confirmed, rejected, reviewed, precision`` (NaN when
     nothing was reviewed) [+ ``flagged, pending``], sorted by detector.
     """
-    active = decisions(ws, dataset_id, active_only=True)
+    active = decisions(workspace, dataset_id, active_only=True)
     rows: dict[str, dict[str, int]] = {}
     for det, action in zip(active["detector"], active["action"]):
         if not det:

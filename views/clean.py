@@ -511,7 +511,7 @@ if result is None:
     st.stop()
 issues = result.issues
 active = review.decisions(ws, ds.dataset_id, active_only=True)
-eff = review.effective_labels(ds, ws)
+eff = review.effective_labels(ws, ds)
 summary(result, issues, active)
 detail_view(issues, active, eff)
 review_queue(issues, active)

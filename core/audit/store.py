@@ -19,19 +19,19 @@ from core.workspace import Workspace, atomic_write_bytes, atomic_write_json, rea
 # Persistence
 # ---------------------------------------------------------------------------
 
-def _audit_dir(ws: Workspace, dataset_id: str) -> Path:
-    return ws.cache_dir / "audit" / str(dataset_id)
+def _audit_dir(workspace: Workspace, dataset_id: str) -> Path:
+    return workspace.cache_dir / "audit" / str(dataset_id)
 
 
-def save_audit(ws: Workspace, result: AuditResult) -> Path:
+def save_audit(workspace: Workspace, result: AuditResult) -> Path:
     """Save ``result`` as the latest audit of its dataset; returns the folder.
 
     The table goes to a new ``issues-<token>.parquet``; ``audit.json`` (config, counts,
     token) is written last and atomically, so a reader always sees a complete pair.
     """
-    if not isinstance(ws, Workspace):
-        raise ValueError(f"ws must be a core.workspace.Workspace; received {type(ws).__name__}")
-    d = _audit_dir(ws, result.dataset_id)
+    if not isinstance(workspace, Workspace):
+        raise ValueError(f"workspace must be a core.workspace.Workspace; received {type(workspace).__name__}")
+    d = _audit_dir(workspace, result.dataset_id)
     token = uuid.uuid4().hex[:12]
     buf = io.BytesIO()
     result.issues.to_parquet(buf, index=False)
@@ -46,11 +46,11 @@ def save_audit(ws: Workspace, result: AuditResult) -> Path:
     return d
 
 
-def load_audit(ws: Workspace, dataset_id: str) -> AuditResult | None:
+def load_audit(workspace: Workspace, dataset_id: str) -> AuditResult | None:
     """The latest saved audit of ``dataset_id``, or None when there is none (or it is unreadable)."""
-    if not isinstance(ws, Workspace):
-        raise ValueError(f"ws must be a core.workspace.Workspace; received {type(ws).__name__}")
-    d = _audit_dir(ws, dataset_id)
+    if not isinstance(workspace, Workspace):
+        raise ValueError(f"workspace must be a core.workspace.Workspace; received {type(workspace).__name__}")
+    d = _audit_dir(workspace, dataset_id)
     meta = read_json(d / "audit.json")
     if not isinstance(meta, dict) or "token" not in meta:
         return None

@@ -96,12 +96,12 @@ def test_latest_decision_wins_and_undo_brings_back_the_previous(ws, hier):
     versions.append(review.decision_version(ws, hier.dataset_id))
     keep_id = review.record_decision(ws, hier, sid, "keep", detector="blurry")
     versions.append(review.decision_version(ws, hier.dataset_id))
-    eff = review.effective_labels(hier, ws).set_index("sample_id")
+    eff = review.effective_labels(ws, hier).set_index("sample_id")
     assert not eff.loc[sid, "excluded"] and eff.loc[sid, "decision"] == "keep"
     assert review.undo(ws, keep_id) == 1
     assert review.undo(ws, keep_id) == 0  # already undone: nothing to do
     versions.append(review.decision_version(ws, hier.dataset_id))
-    eff = review.effective_labels(hier, ws).set_index("sample_id")
+    eff = review.effective_labels(ws, hier).set_index("sample_id")
     assert eff.loc[sid, "excluded"] and eff.loc[sid, "decision"] == "exclude"
     active = review.decisions(ws, hier.dataset_id, active_only=True)
     assert list(active["action"]) == ["exclude"]
@@ -141,7 +141,7 @@ def test_hierarchical_leaf_relabel_keeps_the_parent_consistent(ws, hier):
     # the conflicting row (button under choice): fix the group only
     review.record_decision(ws, hier, _sid(hier, "button", 0), "relabel", new_label="action", label_column="group",
                            detector="hierarchy_conflict")
-    eff = review.effective_labels(hier, ws).set_index("sample_id")
+    eff = review.effective_labels(ws, hier).set_index("sample_id")
     assert tuple(eff.loc[_sid(hier, "radio", 2), ["group", "element"]]) == ("action", "link")
     assert tuple(eff.loc[_sid(hier, "button", 0), ["group", "element"]]) == ("action", "button")
     # every element now has exactly one group
@@ -167,7 +167,7 @@ def test_labels_override_format_and_exclusion(ws, hier):
     assert bool(frame["excluded"].iloc[0]) and frame["element"].isna().all()
     applied = targets.apply_label_overrides(hier.samples, frame)
     assert len(applied) == len(hier.samples) - 1 and _sid(hier, "link", 3) not in set(applied["sample_id"])
-    eff = review.effective_labels(hier, ws)
+    eff = review.effective_labels(ws, hier)
     assert len(eff) == len(hier.samples) and int(eff["excluded"].sum()) == 1
 
 
@@ -226,7 +226,7 @@ def test_multilabel_relabel_sets_the_whole_label_set(ws, tmp_path):
     review.record_decision(ws, ds, sid, "relabel", new_label=["sky", "sea"])
     log = review.decisions(ws, ds.dataset_id)
     assert log["new_label"].iloc[0] == "sea|sky" and log["label_column"].isna().all()
-    eff = review.effective_labels(ds, ws).set_index("sample_id")
+    eff = review.effective_labels(ws, ds).set_index("sample_id")
     assert eff.loc[sid, ["sea", "sky", "sand"]].tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="unknown label"):
         review.record_decision(ws, ds, sid, "relabel", new_label="sea|moon")

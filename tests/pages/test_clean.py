@@ -131,7 +131,7 @@ def test_relabel_suggested_picker_bulk_and_details(ws):
     at.selectbox(key=f"pick_{pos}").set_value("button")
     at.button(key=f"pick_apply_{pos}").click().run()
     assert not at.exception, at.exception
-    eff = review.effective_labels(ws.list_datasets()[0]["dataset_id"], ws).set_index("sample_id")
+    eff = review.effective_labels(ws, ws.list_datasets()[0]["dataset_id"]).set_index("sample_id")
     picked = review.decisions(ws, dsid).iloc[0]["sample_id"]
     assert tuple(eff.loc[picked, ["group", "element"]]) == ("action", "button")
     # bulk on the filtered page: exclude both duplicates in one click, undo them in one click

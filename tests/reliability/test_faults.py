@@ -438,7 +438,7 @@ def test_decisions_survive_the_server_being_killed_mid_review(page, tmp_path):
             assert sorted(flight["sample_id"]) == sorted(batch)
             assert set(flight["action"]) == {"exclude"} and flight["created_at"].nunique() == 1
             assert flight["detector"].notna().all() and flight["undone_at"].isna().all()
-        eff = review.effective_labels(ds, home(ws.root)).set_index("sample_id")
+        eff = review.effective_labels(home(ws.root), ds).set_index("sample_id")
         assert eff.loc[relabelled, leaf] == new_label
         with home(ws.root).connect() as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
