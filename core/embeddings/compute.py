@@ -149,10 +149,8 @@ def image_size(run_dir, *, config: Mapping[str, Any] | None = None) -> int:
     ``config``: the run's config.json when the caller has read it already
     (:func:`core.runs.read_config`); it is then not read again.
     """
-    from core.workspace import read_json
-
     rd = _rd(run_dir)
-    pre = read_json(rd.preprocessing, default=None) or {}
+    pre = runs.read_preprocessing(rd)
     size = pre.get("image_size") or (runs.read_config(rd) if config is None else config).get("image_size")
     if not size:
         raise ValueError(f"{rd.path}: cannot tell the run's image size (no preprocessing.json or config.json "

@@ -58,8 +58,8 @@ from __future__ import annotations
 from core.runs.layout import (
     ACTIVE_STATES, BASE_PREDICTION_COLUMNS, CONFIG, LABELS, LABEL_PATCH, METRICS, MODEL, PREDICTIONS,
     PREPROCESSING, RESOLVED, RunDir, STATES, STATUS, TASKS, THRESHOLDS, UNKNOWN_STATE, WORKER_LOG, as_run_dir,
-    json_default, output_names, read_config, read_labels, record_resolved, validate_labels, write_config,
-    write_labels,
+    json_default, output_names, read_config, read_labels, read_preprocessing, record_resolved, validate_labels,
+    write_config, write_labels,
 )
 from core.runs.listing import RUN_COLUMNS, Run, list_runs, open_run, run_dataset, run_summary, run_workspace
 from core.runs.predictions import (
@@ -76,7 +76,7 @@ __all__ = [
     "TASKS", "THRESHOLDS", "UNKNOWN_STATE", "WORKER_LOG", "append_metrics", "as_run_dir", "class_thresholds",
     "effective_state", "json_default", "list_runs", "open_run", "output_names", "pid_alive", "prediction_columns",
     "predictions_frame", "process_start_ticks", "read_config", "read_labels", "read_metrics", "read_predictions",
-    "read_status", "read_thresholds", "record_resolved", "require_predictions", "run_dataset", "run_summary",
-    "run_workspace", "validate_labels", "write_config", "write_labels", "write_predictions", "write_status",
-    "write_thresholds",
+    "read_preprocessing", "read_status", "read_thresholds", "record_resolved", "require_predictions",
+    "run_dataset", "run_summary", "run_workspace", "validate_labels", "write_config", "write_labels",
+    "write_predictions", "write_status", "write_thresholds",
 ]

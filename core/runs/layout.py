@@ -166,6 +166,12 @@ def read_config(run_dir) -> dict[str, Any]:
     return {**cfg, **resolved} if isinstance(resolved, dict) else cfg
 
 
+def read_preprocessing(run_dir) -> dict[str, Any]:
+    """``preprocessing.json`` (how images were prepared: ``image_size``, ...); ``{}`` when missing or unreadable."""
+    pre = read_json(as_run_dir(run_dir).preprocessing, default=None)
+    return pre if isinstance(pre, dict) else {}
+
+
 # ---------------------------------------------------------------------------
 # labels.json
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from core.runs.layout import RunDir, UNKNOWN_STATE, as_run_dir, read_config, read_labels
+from core.runs.layout import RunDir, UNKNOWN_STATE, as_run_dir, read_config, read_labels, read_preprocessing
 from core.runs.status import effective_state, read_metrics, read_status
 from core.workspace import read_json
 
@@ -175,6 +175,5 @@ def open_run(run_dir, workspace=None) -> Run:
     """Open a run directory: each of its JSON files read once. ``ValueError`` when labels.json exists but is
     invalid; a run that has not written it yet has ``labels=None``."""
     rd = as_run_dir(run_dir)
-    pre = read_json(rd.preprocessing, default=None)
     return Run(dir=rd, config=read_config(rd), labels=read_labels(rd) if rd.labels.exists() else None,
-               preprocessing=pre if isinstance(pre, dict) else {}, workspace=run_workspace(rd, workspace))
+               preprocessing=read_preprocessing(rd), workspace=run_workspace(rd, workspace))
