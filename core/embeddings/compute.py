@@ -143,17 +143,15 @@ def embeddings_path(run_dir) -> Path:
     return _rd(run_dir).path / EMBEDDINGS_FILE
 
 
-def image_size(run_dir, *, config: Mapping[str, Any] | None = None) -> int:
-    """The run's input side in pixels (preprocessing.json, else config.json).
+def image_size(run_dir) -> int:
+    """The run's input side in pixels (preprocessing.json, else config.json)."""
+    return _input_size(runs.open_run(run_dir))
 
-    ``config``: the run's config.json when the caller has read it already
-    (:func:`core.runs.read_config`); it is then not read again.
-    """
-    rd = _rd(run_dir)
-    pre = runs.read_preprocessing(rd)
-    size = pre.get("image_size") or (runs.read_config(rd) if config is None else config).get("image_size")
+
+def _input_size(run: runs.Run) -> int:
+    size = run.preprocessing.get("image_size") or run.config.get("image_size")
     if not size:
-        raise ValueError(f"{rd.path}: cannot tell the run's image size (no preprocessing.json or config.json "
+        raise ValueError(f"{run.path}: cannot tell the run's image size (no preprocessing.json or config.json "
                          "image_size)")
     return int(size)
 
@@ -411,10 +409,9 @@ def embeddings_fresh(run_dir, *, workspace=None) -> bool:
     rd = _rd(run_dir)
     try:
         _check_run(rd)
-        cfg = runs.read_config(rd)
-        ws = runs.run_workspace(rd, workspace)
-        samples = _run_samples(runs.run_dataset(rd, ws, config=cfg), cfg)
-        key = _cache_key(rd, samples, image_size(rd, config=cfg), cfg)
+        run = runs.open_run(rd, workspace)  # each of the run's files read once
+        samples = _run_samples(run.dataset(), run.config)
+        key = _cache_key(rd, samples, _input_size(run), run.config)
     except Exception:  # noqa: BLE001 - compute_embeddings will say what is wrong
         return False
     cached = _load_cached(rd)
@@ -455,11 +452,11 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
 
     rd = _rd(run_dir)
     _check_run(rd)
-    cfg = runs.read_config(rd)  # read once and passed down
-    ws = runs.run_workspace(rd, workspace)
-    ds = runs.run_dataset(rd, ws, config=cfg)
+    run = runs.open_run(rd, workspace)  # each of the run's files read once
+    ws, cfg = run.workspace, run.config
+    ds = run.dataset()
     samples = _run_samples(ds, cfg)
-    size = image_size(rd, config=cfg)
+    size = _input_size(run)
     key = _cache_key(rd, samples, size, cfg)
     path = embeddings_path(rd)
     if not force:
@@ -485,7 +482,7 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
         chunks_p.append(p)
     vectors, probs = np.concatenate(chunks_v), np.concatenate(chunks_p)
     kept = samples.iloc[ok].reset_index(drop=True)
-    labels_json = runs.read_labels(rd)
+    labels_json = run.labels
     classes, true, pred, extra = _labels_and_preds(labels_json, cfg, ds.schema, kept, probs)
     emb = Embeddings(
         run_id=rd.run_id, sample_ids=kept["sample_id"].astype(str).to_numpy(object),

@@ -75,10 +75,13 @@ def test_compute_embeddings_covers_every_sample_and_is_cached(run_copy, demo_wor
 
 
 def test_compute_embeddings_reads_the_run_config_once(run_copy, demo_workspace, monkeypatch):
-    # read once by compute_embeddings and passed down (to core.runs.run_dataset too)
+    # the run is opened once (core.runs.open_run) and its config passed down (to core.runs.run_dataset too)
+    from core.runs import layout
+
     reads = []
-    read_config = runs.read_config
-    monkeypatch.setattr(runs, "read_config", lambda rd: reads.append(rd) or read_config(rd))
+    read_json = layout.read_json
+    monkeypatch.setattr(layout, "read_json", lambda path, default=None: (
+        reads.append(path) if Path(path).name == runs.CONFIG else None) or read_json(path, default=default))
     emb = E.compute_embeddings(run_copy, workspace=demo_workspace)
     assert len(emb) and len(reads) == 1
     reads.clear()
