@@ -205,12 +205,12 @@ def export_bundle(run_dir: str | os.PathLike, out_zip: str | os.PathLike) -> Pat
     if missing:
         raise PredictError(f"{rd.path} cannot be exported: it lacks {', '.join(missing)} (a run writes them when "
                            "training finishes an epoch)")
-    runs.read_labels(rd)  # validate before shipping
+    labels = runs.read_labels(rd)  # validated before shipping
     names = [n for n in BUNDLE_FILES if (rd.path / n).is_file()]
     names += [n for n in _ood_bundle_files(rd.path) if n not in names]
     manifest = {
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "run_id": rd.run_id, "created_at": time.time(),
-        "files": names, "task": runs.read_labels(rd)["task"],
+        "files": names, "task": labels["task"],
     }
     import keras
 
