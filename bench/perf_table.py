@@ -89,6 +89,35 @@ def _training(r: dict) -> Iterator[Row]:
            f"the scikit-learn probe: {probe['test_accuracy']:.4f}", "", cmd)
 
 
+def _p(p: float) -> str:
+    """A p-value as a reader wants it: ``< 0.001`` or two significant digits."""
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def _quality(r: dict) -> Iterator[Row]:
+    names = {"accuracy": "accuracy", "macro_f1": "macro F1", "mean_average_precision": "mAP"}
+    for key in ("flowers12", "cub100_species", "cub100_hierarchy", "miml_scene"):
+        d = r.get(key)
+        if not d:
+            continue
+        for metric, summ in d["summary"].items():
+            level, _, m = metric.rpartition(".")
+            seeds = d["seeds"]
+            per_seed = "; ".join(
+                f"{x[metric]['delta']:+.4f} [{x[metric]['ci_low']:+.4f}, {x[metric]['ci_high']:+.4f}]"
+                + (f", McNemar p {_p(x['mcnemar_p'][level] if level else x['mcnemar_p'])}"
+                   if x["mcnemar_p"] is not None and m != "mean_average_precision" else "")
+                for x in seeds)
+            finals = ", ".join(sorted({str(x["final_model"]) for x in seeds}))
+            yield (f"quality, {key.replace('_', ' ')}{' ' + level if level else ''}: test {names.get(m, m)}, default "
+                   f"recipe (MobileNetV2-0.35 ImageNet, {d['image_size']} px) vs a linear probe on the same rows",
+                   f"{f(summ['recipe'], '', 4)} over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} (final model: {finals})",
+                   f"linear probe (logistic regression on the frozen features, C picked on val) {summ['probe']:.4f}",
+                   f"difference per seed with its 95 % paired-bootstrap interval on {seeds[0]['n_test']:,} test images: "
+                   f"{per_seed}; significantly better in {summ['seeds_significantly_better']}, worse in "
+                   f"{summ['seeds_significantly_worse']} of {len(seeds)}", "`bench/bench_quality.py`")
+
+
 def _audit_row(r: dict, what: str) -> Row:
     return (what,
             f"{f(r['loupe_cold_s'], 's', 2)} ({r['n_images'] / r['loupe_cold_s']['median']:,.0f} images/s)",
@@ -230,7 +259,7 @@ def _load(r: dict) -> Iterator[Row]:
 
 #: Result file stem -> row builder, in table order.
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
-    "bench_cache": _cache, "bench_training": _training, "bench_audit": _audit,
+    "bench_cache": _cache, "bench_training": _training, "bench_quality": _quality, "bench_audit": _audit,
     "bench_evaluate": _evaluate, "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
 }
 
