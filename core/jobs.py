@@ -124,7 +124,7 @@ def launch(config: TrainConfig, *, workspace: Workspace | str | os.PathLike | No
         Default: ``$LOUPE_HOME`` or ``./workspace``.
     labels_override : DataFrame, optional
         Effective-label patch (``sample_id``, label columns, optional ``excluded``), e.g.
-        from the review decisions; stored in the workspace and applied by the worker.
+        from the review decisions; stored in the run as ``label_patch.parquet`` and applied by the worker.
     run_id : str, optional
         Default: :func:`new_run_id`.
     extra : dict, optional
@@ -351,7 +351,9 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
                queue: bool = False, log: Callable[[str], None] = lambda m: None) -> TrainResult:
     """The worker's job: (wait for the queue,) load the dataset, train, write the run directory.
 
-    SIGTERM / Ctrl-C request a graceful stop at any point (queued: leave the queue).
+    SIGTERM / Ctrl-C request a graceful stop at any point (queued: leave the queue). A folder
+    that already holds a run, other than the queued one :func:`launch` prepared, is refused
+    (``ValueError``): a run is never overwritten.
     """
     import signal as _signal
 
@@ -359,6 +361,10 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
 
     ws = _ws(workspace).ensure()
     rd = runs.RunDir(Path(out))
+    if rd.config.exists() and runs.read_status(rd).get("state") != "queued":
+        # a run launched by launch() is queued; any other run here is an earlier one: never overwrite it
+        raise ValueError(f"{rd.path} already holds a run ({runs.read_status(rd).get('state')}); train into a new "
+                         "folder, or delete that one first")
     rd.path.mkdir(parents=True, exist_ok=True)
     stop = StopRequest()
 

@@ -5,7 +5,7 @@ Layout::
     $LOUPE_HOME/
       loupe.sqlite          datasets registry, review decisions (WAL mode, committed per write)
       datasets/<id>/        samples.parquet, schema.json, report.json (one folder per dataset)
-      runs/<run_id>/        the run directory contract (see core/runs.py)
+      runs/<run_id>/        the run directory contract (see core/runs/)
       cache/images/         decoded, resized uint8 image caches
       demo/                 the generated demo dataset
 

@@ -48,8 +48,9 @@ LABEL_FEATURES: dict[str, str] = {
     "image": "cheap image features only (gradients, layout, colours): fastest, no TensorFlow",
 }
 
-#: Near duplicates on pretrained features (see :func:`_feature_duplicates`): candidate pairs at least this
-#: cosine-similar (MobileNetV2-0.35 at 96 px), confirmed by at least ``NEAR_MATCHES`` agreeing keypoints.
+#: Near duplicates on pretrained features (see :func:`core.audit.duplicates._feature_duplicates`): candidate
+#: pairs at least this cosine-similar (MobileNetV2-0.35 at 96 px), confirmed by at least ``NEAR_MATCHES`` agreeing
+#: keypoints.
 #: Chosen on flowers12 and miml_scene with edited copies; cub100 is the held-out check (bench/bench_audit.py).
 NEAR_SIMILARITY = 0.5
 NEAR_MATCHES = 25
@@ -192,7 +193,7 @@ CONFIG_FIELDS: dict[str, tuple[str, float, float, float, str]] = {
 
 @dataclass(frozen=True)
 class AuditResult:
-    """What :func:`audit_dataset` found.
+    """What :func:`core.audit.audit_dataset` found.
 
     ``issues``: DataFrame with :data:`ISSUE_COLUMNS`, one row per flag, issues in
     :data:`DETECTORS` order and most suspect first within an issue. ``counts``: issue ->

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     """Train a model (in this process) and write a run directory; the Train page launches the same."""
     from pathlib import Path
 
-    from core import jobs
+    from core import jobs, runs
     from core.datasets import DatasetError
     from core.training import TrainConfig, recommended_config
     from core.workspace import home
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 raw = json.loads(Path(args.config).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise CLIError(f"cannot read --config {args.config}: {exc}") from exc
+            if Path(args.config).name == runs.CONFIG and isinstance(raw, dict):
+                raw = {**raw, **runs.read_config(Path(args.config).parent)}  # a run's: what its worker resolved too
             config = TrainConfig.from_dict(raw)
         else:
             if not args.path and not args.dataset_id:

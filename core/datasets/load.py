@@ -37,7 +37,7 @@ def load_dataset(spec: DatasetSpec | dict, *, workspace: Workspace,
     Parameters
     ----------
     spec : DatasetSpec or dict
-        What to load; omitted options are auto-detected (see :func:`detect`).
+        What to load; omitted options are auto-detected (see :func:`core.datasets.detect`).
     workspace : Workspace
         Where the dataset is registered and its files and image cache are written.
     progress : callable(done, total), optional

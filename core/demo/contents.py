@@ -57,7 +57,7 @@ _FORMAT = 1
 
 @dataclass(frozen=True)
 class DemoInfo:
-    """What :func:`generate_demo` wrote.
+    """What :func:`core.demo.generate_demo` wrote.
 
     ``classes`` are the element names (sorted); ``hierarchy`` maps group -> elements;
     ``problems`` maps each name in :data:`PROBLEMS` to its number of ground-truth rows.

@@ -145,13 +145,15 @@ def embeddings_path(run_dir) -> Path:
 
 def image_size(run_dir) -> int:
     """The run's input side in pixels (preprocessing.json, else config.json)."""
-    return _input_size(runs.open_run(run_dir))
+    rd = _rd(run_dir)
+    pre = runs.read_preprocessing(rd)
+    return _input_size(rd, pre, {} if pre.get("image_size") else runs.read_config(rd))
 
 
-def _input_size(run: runs.Run) -> int:
-    size = run.preprocessing.get("image_size") or run.config.get("image_size")
+def _input_size(rd: runs.RunDir, preprocessing: Mapping[str, Any], config: Mapping[str, Any]) -> int:
+    size = preprocessing.get("image_size") or config.get("image_size")
     if not size:
-        raise ValueError(f"{run.path}: cannot tell the run's image size (no preprocessing.json or config.json "
+        raise ValueError(f"{rd.path}: cannot tell the run's image size (no preprocessing.json or config.json "
                          "image_size)")
     return int(size)
 
@@ -411,7 +413,7 @@ def embeddings_fresh(run_dir, *, workspace=None) -> bool:
         _check_run(rd)
         run = runs.open_run(rd, workspace)  # each of the run's files read once
         samples = _run_samples(run.dataset(), run.config)
-        key = _cache_key(rd, samples, _input_size(run), run.config)
+        key = _cache_key(rd, samples, _input_size(rd, run.preprocessing, run.config), run.config)
     except Exception:  # noqa: BLE001 - compute_embeddings will say what is wrong
         return False
     cached = _load_cached(rd)
@@ -456,7 +458,7 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
     ws, cfg = run.workspace, run.config
     ds = run.dataset()
     samples = _run_samples(ds, cfg)
-    size = _input_size(run)
+    size = _input_size(rd, run.preprocessing, run.config)
     key = _cache_key(rd, samples, size, cfg)
     path = embeddings_path(rd)
     if not force:

@@ -57,7 +57,7 @@ def path_thumbnails(paths: Sequence[str], *, workspace: Workspace, size: int = 9
 def store_upload(workspace: Workspace, name: str, data: bytes) -> Path:
     """Keep an uploaded file under ``<workspace>/cache/uploads/<sha1><ext>`` (content-addressed) and return its path.
 
-    The bytes are not decoded here: :func:`embed_paths` decodes them safely and reports
+    The bytes are not decoded here: :func:`core.embeddings.embed_paths` decodes them safely and reports
     the files that are not images.
     """
     from core.images import IMAGE_EXTENSIONS

@@ -93,7 +93,7 @@ def _load_dataset(ctx: _Context) -> None:
 
     ds_id = ctx.config.get("dataset_id")
     if not ds_id:
-        ctx.dataset_error = "the run's config.json names no dataset_id"
+        ctx.dataset_error = "the run names no dataset_id (config.json, resolved.json)"
         return
     if ctx.workspace is None:
         ctx.dataset_error = "no workspace was given"

@@ -96,7 +96,7 @@ def _pct(v: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
-    """The templates of ``core/templates/``: autoescaped, strict (an unknown variable is an error), ``|fmt|pct``."""
+    """The templates of ``core/report/templates/``: autoescaped, strict (an unknown variable is an error), ``|fmt|pct``."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True, finalize=esc,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pct=_pct)

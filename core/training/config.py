@@ -29,9 +29,9 @@ class TrainConfig:
     (one model over the leaf labels) or ``"separate"`` (a primary model over the first
     level plus one model per primary category over its leaves); ``exclude_classes``
     (samples with these labels are dropped, at any level); ``imputation`` for missing
-    multi-label entries (see :func:`impute_labels`); ``label_patch_version`` records
+    multi-label entries (see :func:`core.targets.impute_labels`); ``label_patch_version`` records
     which review decisions (effective labels) the run used and ``labels_override_path``
-    the patch file (CSV/Parquet, see :func:`apply_label_overrides`) the worker applies.
+    the patch file (CSV/Parquet, see :func:`core.targets.apply_label_overrides`) the worker applies.
 
     Model: ``model`` (backbone), ``alpha``, ``weights`` (``"imagenet"`` / ``"none"``),
     ``image_size``, ``augmentation`` (``None``: on for transfer, off for the CNN),

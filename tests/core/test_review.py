@@ -276,3 +276,18 @@ def test_run_after_decisions_records_version_and_trains_without_excluded(ws):
     assert len(ids) == len(test_ids) - len(excluded)
     row = preds[preds["sample_id"] == relabelled].iloc[0]
     assert row["element_true"] == "textarea" and row["group_true"] == "text_entry"
+
+
+def test_the_review_patch_a_run_trains_on_is_stored_in_the_run(ws, hier):
+    review.record_decision(ws, hier, _sid(hier, "link", 0), "exclude")
+    rd = runs.RunDir(ws.runs_dir / "with-patch")
+    rd.path.mkdir(parents=True)
+    cfg = training.recommended_config("cnn", dataset_id=hier.dataset_id)
+    resolved, extra = jobs.resolve_review_labels(ws, cfg, run_dir=rd)
+    assert extra == {"decision_version": 1} and resolved.labels_override_path == str(rd.label_patch)
+    assert _sid(hier, "link", 0) in set(pd.read_parquet(rd.label_patch)["sample_id"])
+    # a run directory that already holds a run is never trained over (it would keep the old config.json)
+    runs.write_config(rd, resolved.to_dict())
+    runs.write_status(rd, "done")
+    with pytest.raises(ValueError, match=r"already holds a run \(done\)"):
+        jobs.run_worker(resolved, out=rd.path, workspace=ws)

@@ -399,3 +399,38 @@ def test_list_runs_missing_folder_is_empty(tmp_path):
 def test_status_json_is_plain_json(tmp_path):
     runs.write_status(tmp_path, "failed", message="NaN loss", pid=np.int64(os.getpid()))
     assert json.loads((tmp_path / "status.json").read_text())["pid"] == os.getpid()
+
+
+def test_config_json_is_written_once_and_the_workers_resolved_json_lies_over_it(tmp_path):
+    rd = runs.RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    runs.write_config(rd, {"task": "multiclass", "dataset": {"path": "/data"}, "dataset_id": None})
+    with pytest.raises(ValueError, match="written once"):
+        runs.write_config(rd, {"task": "binary"})
+    assert runs.read_config(rd)["task"] == "multiclass"
+    runs.record_resolved(rd, {"dataset_id": "d1"})
+    runs.record_resolved(rd, {"weights_used": "imagenet", "counts": np.array([3, 4])})
+    assert json.loads(rd.config.read_text())["dataset_id"] is None  # config.json itself is never rewritten
+    assert json.loads(rd.resolved.read_text()) == {"dataset_id": "d1", "weights_used": "imagenet", "counts": [3, 4]}
+    cfg = runs.read_config(rd)
+    assert (cfg["task"], cfg["dataset_id"], cfg["weights_used"]) == ("multiclass", "d1", "imagenet")
+    rd.resolved.write_text("{torn")  # an unreadable resolved.json: config.json alone
+    assert runs.read_config(rd)["dataset_id"] is None
+
+
+def test_open_run_reads_a_run_once_labels_missing_until_written(tmp_path):
+    from core.workspace import Workspace, atomic_write_json
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    rd = runs.RunDir(ws.runs_dir / "r1")
+    rd.path.mkdir(parents=True)
+    runs.write_config(rd, {"task": "multiclass", "image_size": 32})
+    run = runs.open_run(rd)
+    assert run.labels is None and run.preprocessing == {} and run.config["image_size"] == 32
+    assert run.workspace.root == ws.root and run.path == rd.path  # <ws>/runs/<id> belongs to <ws>
+    runs.write_labels(rd, {"task": "multiclass", "classes": ["a", "b"]})
+    atomic_write_json(rd.preprocessing, {"image_size": 64})
+    run = runs.open_run(rd.path)
+    assert run.labels["classes"] == ["a", "b"] and run.preprocessing["image_size"] == 64
+    with pytest.raises(ValueError, match="names no dataset"):
+        run.dataset()
