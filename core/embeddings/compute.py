@@ -134,18 +134,14 @@ def _check_vectors(vectors: Any, name: str = "vectors") -> np.ndarray:
 # Helpers: run directory, workspace, dataset
 # ---------------------------------------------------------------------------
 
-def _rd(run_dir) -> runs.RunDir:
-    return run_dir if isinstance(run_dir, runs.RunDir) else runs.RunDir(Path(run_dir))
-
-
 def embeddings_path(run_dir) -> Path:
     """Where :func:`compute_embeddings` caches its result."""
-    return _rd(run_dir).path / EMBEDDINGS_FILE
+    return runs.as_run_dir(run_dir).path / EMBEDDINGS_FILE
 
 
 def image_size(run_dir) -> int:
     """The run's input side in pixels (preprocessing.json, else config.json)."""
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     pre = runs.read_preprocessing(rd)
     return _input_size(rd, pre, {} if pre.get("image_size") else runs.read_config(rd))
 
@@ -230,7 +226,7 @@ def embed_images(run_dir, images: np.ndarray) -> np.ndarray:
     -------
     ndarray of shape (N, D), float32
     """
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     images = np.asarray(images)
     size = image_size(rd)
@@ -243,7 +239,7 @@ def embed_images(run_dir, images: np.ndarray) -> np.ndarray:
 
 def embed_images_with_probs(run_dir, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`embed_images`, also returning the model's probabilities (N, K)."""
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     return _forward(_twin_model(rd), np.asarray(images))
 
@@ -259,7 +255,7 @@ def embed_paths(run_dir, paths: Sequence[str], *, workspace=None,
     """
     from core.images import ImageCache
 
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     ws = runs.run_workspace(rd, workspace)
     frame = pd.DataFrame({"path": [str(p) for p in paths]})
@@ -408,7 +404,7 @@ def _load_cached(run_dir=None, *, path: Path | None = None) -> tuple[Embeddings,
 
 def embeddings_fresh(run_dir, *, workspace=None) -> bool:
     """Whether ``embeddings.npz`` is up to date with the run's checkpoint and dataset (cheap: reads no images)."""
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     try:
         _check_run(rd)
         run = runs.open_run(rd, workspace)  # each of the run's files read once
@@ -452,7 +448,7 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
     """
     from core.images import ImageCache
 
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     run = runs.open_run(rd, workspace)  # each of the run's files read once
     ws, cfg = run.workspace, run.config

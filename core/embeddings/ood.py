@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core import runs
-from core.embeddings.compute import Embeddings, _check_vectors, _rd, compute_embeddings, embeddings_path
+from core.embeddings.compute import Embeddings, _check_vectors, compute_embeddings, embeddings_path
 
 OOD_METHODS = ("mahalanobis", "gmm", "knn")
 #: Default false-alarm rate on the test split for the out-of-distribution threshold.
@@ -238,7 +238,7 @@ def ood_model(run_dir, *, method: str | None = None, workspace=None) -> OODModel
 
     ``method=None``: the method saved in ``thresholds.json`` (``ood`` section), else Mahalanobis.
     """
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     if method is None:
         method = (runs.read_thresholds(rd).get("ood") or {}).get("method") or "mahalanobis"
     if method not in _OOD_CLASSES:
@@ -281,4 +281,4 @@ def save_ood_threshold(run_dir, *, method: str, threshold: float, fpr: float, **
         raise ValueError(f"threshold must be a finite number; received threshold={threshold!r}")
     section = {"method": method, "threshold": threshold, "fpr": float(fpr), "split": "test",
                "higher_is_unusual": True, "saved_at": time.time(), **meta}
-    return runs.write_thresholds(_rd(run_dir), ood=section)
+    return runs.write_thresholds(runs.as_run_dir(run_dir), ood=section)

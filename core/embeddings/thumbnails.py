@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from core import runs
-from core.embeddings.compute import _rd
 from core.workspace import Workspace, atomic_write_bytes
 
 def sample_thumbnails(run_dir, sample_ids: Sequence[str], *, size: int = 96,
@@ -25,7 +24,7 @@ def sample_thumbnails(run_dir, sample_ids: Sequence[str], *, size: int = 96,
     Returns ``images`` (M, size, size, 3) uint8 and ``ok`` (M,) bool, in ``sample_ids`` order.
     """
 
-    rd = _rd(run_dir)
+    rd = runs.as_run_dir(run_dir)
     ws = runs.run_workspace(rd, workspace)
     return dataset_thumbnails(runs.run_dataset(rd, ws), sample_ids, workspace=ws, size=size)
 
