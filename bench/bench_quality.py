@@ -17,7 +17,7 @@ test predictions are compared with the probe's by :mod:`core.compare` (paired bo
 interval of the difference, McNemar's exact p for single-label). The run's own metrics.jsonl
 says which final model it kept (probe / best epoch / weight average).
 
-Usage: ``python bench/bench_quality.py [--seeds 3] [--only NAME ...] [--quick]`` (``--quick``: 2
+Usage: ``python bench/bench_quality.py [--seeds 3] [--start-seed 0] [--only NAME ...] [--quick]`` (``--quick``: 2
 epochs, 1 seed). Prints one JSON object per dataset, then the combined object as the last line.
 """
 
@@ -170,13 +170,13 @@ def probe_predictions(run_dir: Path):
     return dataclasses.replace(test, probs=probs, y_pred=probs.argmax(1))
 
 
-def bench(name: str, seeds: int, epochs: int | None) -> dict:
+def bench(name: str, seeds: int, epochs: int | None, start_seed: int = 0) -> dict:
     from core import compare, runs, training_charts
 
     folder, options, metrics = SETS[name]
     out = {"dataset": name, "image_size": SIZE, "metrics": list(metrics), "seeds": []}
     probe = None
-    for seed in range(seeds):
+    for seed in range(start_seed, start_seed + seeds):
         run = TMP / "runs" / f"{name}-{seed}"
         log(f"{name}: seed {seed}: training the default recipe")
         wall = train(folder, options, seed, run, epochs)
@@ -200,6 +200,11 @@ def bench(name: str, seeds: int, epochs: int | None) -> dict:
                             "significant": bool(d.significant)}
         out["seeds"].append(row)
         log(f"{name}: seed {seed}: " + json.dumps({k: v for k, v in row.items() if isinstance(v, dict)}))
+    return summarize(out)
+
+
+def summarize(out: dict) -> dict:
+    """``out["summary"]`` from ``out["seeds"]`` (also for seeds measured by separate invocations, merged)."""
     keys = [k for k, v in out["seeds"][0].items() if isinstance(v, dict) and k != "mcnemar_p"]
     out["summary"] = {k: {"recipe": spread([r[k]["recipe"] for r in out["seeds"]]),
                           "probe": out["seeds"][0][k]["probe"],
@@ -214,6 +219,7 @@ def bench(name: str, seeds: int, epochs: int | None) -> dict:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--start-seed", type=int, default=0, help="first training seed (seeds start..start+N-1)")
     ap.add_argument("--only", nargs="*", default=list(SETS), choices=list(SETS))
     ap.add_argument("--quick", action="store_true", help="2 epochs and 1 seed: a smoke run")
     args = ap.parse_args(argv)
@@ -224,7 +230,7 @@ def main(argv: list[str]) -> int:
     results = {"bench": "quality", "model": "mobilenet_v2 alpha 0.35 imagenet", "image_size": SIZE}
     try:
         for name in args.only:
-            r = bench(name, 1 if args.quick else args.seeds, 2 if args.quick else None)
+            r = bench(name, 1 if args.quick else args.seeds, 2 if args.quick else None, start_seed=args.start_seed)
             print(json.dumps(r), flush=True)
             results[name] = r
     finally:
