@@ -6,7 +6,7 @@ plotly figure, a DataFrame or a small frozen dataclass; none reads files or know
 Streamlit. Vocabulary of ``metrics.jsonl`` rows (written by :mod:`core.training`):
 
 * ``kind == "epoch"``: ``stage, epoch, epochs, loss, accuracy, val_loss, val_accuracy,
-  val_macro_f1, best_value, best_epoch, ...`` once per epoch;
+  val_macro_f1 (multi-label: val_map), best_value, best_epoch, ...`` once per epoch;
 * ``kind == "batch"``: ``stage, epoch, batch, step, loss`` every ``log_every`` batches
   (the live loss line);
 * ``kind == "alert"``: a health alert raised mid-epoch (NaN loss);
@@ -35,6 +35,7 @@ from core.metrics import finite_number
 TRAIN_COLOR = "#4338CA"
 VAL_COLOR = "#F59E0B"
 F1_COLOR = "#10B981"
+MAP_COLOR = "#0EA5E9"
 BATCH_COLOR = "#A5B4FC"
 BEST_COLOR = "#EF4444"
 PHASE_COLOR = "#64748B"  # frozen warm-up shading, fine-tuning marker
@@ -212,17 +213,19 @@ def loss_figure(metrics: pd.DataFrame, *, stage: str | None = None, steps_per_ep
 
 def metric_figure(metrics: pd.DataFrame, *, monitor: str = "val_macro_f1", stage: str | None = None,
                   title: str | None = "Metrics") -> go.Figure:
-    """Train vs val accuracy and val macro F1 per epoch; the monitored metric's best epoch starred.
+    """Train vs val accuracy, val macro F1 (and, multi-label, val mAP) per epoch; the monitored metric's best
+    epoch starred.
 
-    ``monitor`` is the run's checkpoint metric (``val_macro_f1``, ``val_accuracy`` or
-    ``val_loss``); its line is drawn thicker.
+    ``monitor`` is the run's checkpoint metric (``val_macro_f1``, ``val_accuracy``, ``val_map``
+    or ``val_loss``); its line is drawn thicker. ``_line`` skips a metric the run did not log.
     """
     frame = curve_frame(metrics, stage=stage)
     epochs = frame[frame["kind"] == "epoch"] if not frame.empty else frame
     fig = go.Figure()
     for col, name, color, dash in (("accuracy", "train accuracy", TRAIN_COLOR, None),
                                    ("val_accuracy", "val accuracy", VAL_COLOR, None),
-                                   ("val_macro_f1", "val macro F1", F1_COLOR, "dot")):
+                                   ("val_macro_f1", "val macro F1", F1_COLOR, "dot"),
+                                   ("val_map", "val mAP", MAP_COLOR, "dash")):
         _line(fig, epochs, col, name=name, color=color, dash=dash, width=3.5 if col == monitor else 2)
     average = _average_row(metrics, stage)
     if average is not None and monitor in average:

@@ -202,7 +202,13 @@ def weights_notice(model: str, alpha: float, image_size: int, weights: str) -> N
     st.button("Train from random init instead", key="train_random_init", on_click=_use_random_init)
 
 
-def fit_widgets(model: str) -> dict:
+def _monitor_options(task: str) -> list[str]:
+    """The checkpoint monitors a task can use; the first is its default (multi-label: mAP, threshold-free)."""
+    single = [m for m in MONITORS if m != "val_map"]
+    return ["val_map", *single] if task == "multilabel" else single
+
+
+def fit_widgets(model: str, task: str) -> dict:
     opts: dict = {}
     c1, c2 = st.columns(2)
     opts["image_size"] = c1.number_input("Image size (px)", models.MIN_IMAGE_SIZE[model], 512,
@@ -211,8 +217,14 @@ def fit_widgets(model: str) -> dict:
     opts["batch_size"] = c1.number_input("Batch size", 1, 1024, key="train_batch_size")
     opts["lr"] = c2.number_input("Learning rate", min_value=1e-6, max_value=1.0, key="train_lr", format="%g",
                                  step=1e-4, help="Adam. Accuracy stuck at 1/K? Try 10× lower.")
-    opts["monitor"] = st.selectbox("Checkpoint monitor", MONITORS, key="train_monitor",
-                                   help="best checkpoint, early stopping and LR reduction follow this metric")
+    monitors = _monitor_options(task)
+    ss = st.session_state
+    if ss.get("train_monitor_task") != (task == "multilabel") or ss.get("train_monitor") not in monitors:
+        ss["train_monitor"], ss["train_monitor_task"] = monitors[0], task == "multilabel"  # the task's default
+    opts["monitor"] = st.selectbox("Checkpoint monitor", monitors, key="train_monitor",
+                                   help="best checkpoint, early stopping, LR reduction and the final model (probe, "
+                                        "best epoch or weight average) follow this metric; val_map: mean average "
+                                        "precision (multi-label)")
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
         opts["patience"] = a1.number_input("Early-stopping patience (0 = off)", 0, 1000, key="train_patience")
@@ -256,7 +268,7 @@ def configure(ds) -> dict:
         opts.update(model_widgets())
     with c_fit:
         st.markdown("**Fit**")
-        opts.update(fit_widgets(opts["model"]))
+        opts.update(fit_widgets(opts["model"], opts["task"]))
     with c_model:
         weights_notice(opts["model"], float(opts.get("alpha", 0.35)), int(opts["image_size"]),
                        opts.get("weights", "imagenet"))

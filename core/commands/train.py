@@ -45,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--epochs", type=int, help="epochs in all (recipe: 10 CNN, 13 transfer: 1 probe + 12 fine-tuning)")
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    f.add_argument("--monitor", default="val_macro_f1", choices=["val_macro_f1", "val_loss", "val_accuracy"])
+    f.add_argument("--monitor", choices=["val_macro_f1", "val_loss", "val_accuracy", "val_map"],
+                   help="checkpoint and final-model metric (default: val_map, mean average precision, with "
+                        "--task multilabel; val_macro_f1 otherwise)")
     f.add_argument("--patience", type=int, help="early stopping patience in epochs, 0: off (recipe: 5 CNN, "
                                                  "0 transfer)")
     f.add_argument("--reduce-lr-patience", type=int, help="halve the LR after N flat epochs, 0: off (recipe: 2 CNN, "

@@ -28,7 +28,7 @@ def _masked_bce(Y: np.ndarray, P: np.ndarray) -> float:
 
 
 def epoch_scores(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Loss, accuracy and macro F1 of predicted probabilities against targets.
+    """Loss, accuracy and macro F1 (multi-label: and mAP) of predicted probabilities against targets.
 
     Parameters
     ----------
@@ -41,21 +41,27 @@ def epoch_scores(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float
     Returns
     -------
     dict : ``loss``, ``accuracy`` (multi-label: over known entries), ``macro_f1``
-        (multi-label: mean over labels with a known entry, each on its known rows), ``n``.
+        (multi-label: mean over labels with a known entry, each on its known rows), ``n``;
+        multi-label adds ``map``: the mean, over labels with a known positive, of scikit-learn's
+        average precision on the label's known rows (as :func:`core.metrics.multilabel_summary`).
     """
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import average_precision_score, f1_score
 
     probs = np.asarray(probs, dtype=float)
     if task == "multilabel":
         Y = np.asarray(y, dtype=float)
         known = ~np.isnan(Y)
         if not known.any():
-            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan"), "n": int(len(Y))}
+            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan"), "map": float("nan"),
+                    "n": int(len(Y))}
         pred = (probs >= 0.5).astype(float)
         acc = float((pred[known] == Y[known]).mean())
         f1s = [f1_score(Y[known[:, j], j].astype(int), pred[known[:, j], j].astype(int), zero_division=0)
                for j in range(Y.shape[1]) if known[:, j].any()]
-        return {"loss": _masked_bce(Y, probs), "accuracy": acc, "macro_f1": float(np.mean(f1s)), "n": int(len(Y))}
+        aps = [average_precision_score(Y[known[:, j], j].astype(int), probs[known[:, j], j])
+               for j in range(Y.shape[1]) if (Y[known[:, j], j] == 1).any()]
+        return {"loss": _masked_bce(Y, probs), "accuracy": acc, "macro_f1": float(np.mean(f1s)),
+                "map": float(np.mean(aps)) if aps else float("nan"), "n": int(len(Y))}
     y = np.asarray(y, dtype=np.int64)
     ok = y >= 0
     if not ok.any():

@@ -190,8 +190,9 @@ def _make_callbacks_module():
             t1 = time.perf_counter()
             probs = self.model.predict(ctx.val_ds, verbose=0)
             val = epoch_scores(ctx.metric_task, ctx.val_y, probs)
-            for k in ("loss", "accuracy", "macro_f1"):
-                logs[f"val_{k}"] = val[k]
+            for k in ("loss", "accuracy", "macro_f1", "map"):
+                if k in val:
+                    logs[f"val_{k}"] = val[k]
             if ctx.metric_task == "multilabel" and "masked_binary_accuracy" in logs:
                 logs["accuracy"] = logs.pop("masked_binary_accuracy")
             lr = _current_lr(self.model)
@@ -203,6 +204,8 @@ def _make_callbacks_module():
                 "train_seconds": round(train_s, 3), "images_per_second": round(n_images / max(train_s, 1e-9), 2),
                 "time": time.time(),
             }
+            if "map" in val:
+                record["val_map"] = val["map"]
             if ctx.source != "images":
                 record["input"] = ctx.source
             if ctx.phase:

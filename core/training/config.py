@@ -13,9 +13,12 @@ import numpy as np
 
 from core.targets import IMPUTATIONS, TASKS
 
-MONITORS = ("val_macro_f1", "val_loss", "val_accuracy")
+#: Checkpoint / model-selection metrics; ``val_map`` (mean average precision, threshold-free) is for
+#: multi-label tasks only, and their recipe's default.
+MONITORS = ("val_macro_f1", "val_loss", "val_accuracy", "val_map")
 HIERARCHY_MODES = ("flat", "separate")
 WEIGHTS = ("imagenet", "none")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -118,6 +121,9 @@ class TrainConfig:
         for name, choices in checks.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}; received {name}={getattr(self, name)!r}")
+        if self.monitor == "val_map" and self.task not in (None, "multilabel"):
+            raise ValueError(f"monitor='val_map' (mean average precision) needs a multi-label task; received "
+                             f"task={self.task!r}: use val_macro_f1, val_accuracy or val_loss")
         ints = {"image_size": 8, "epochs": 1, "batch_size": 1, "embedding_dim": 1, "conv_blocks": 1,
                 "filters": 1, "kernel_size": 1, "patience": 0, "reduce_lr_patience": 0, "seed": 0,
                 "fine_tune_layers": 0, "warmup_epochs": 0, "log_every": 1}
@@ -182,12 +188,17 @@ def recommended_config(model: str = "cnn", **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` with the recommended recipe for ``model`` (see :data:`RECIPES`).
 
     ``overrides`` win over the recipe; with ``weights="none"`` the transfer recipe trains the
-    whole network from the start (no warm-up / fine-tuning phases).
+    whole network from the start (no warm-up / fine-tuning phases). A multi-label task selects
+    its checkpoint and final model on ``val_map`` unless ``monitor`` is given.
     """
     recipe = dict(RECIPES["cnn" if model == "cnn" else "transfer"])
     if model != "cnn" and overrides.get("weights") == "none":
         recipe.update(warmup_epochs=0, fine_tune_layers=0)
     recipe.update(overrides)
+    if recipe.get("task") == "multilabel" and recipe.get("monitor") is None:
+        recipe["monitor"] = "val_map"  # select on the metric multi-label runs are judged by (threshold-free)
+    elif recipe.get("monitor") is None:
+        recipe.pop("monitor", None)
     epochs = recipe.get("epochs", TrainConfig.epochs)
     if recipe.get("fine_tune_layers") and recipe.get("warmup_epochs", 0) >= epochs and "warmup_epochs" not in overrides:
         if epochs < 2 and "fine_tune_layers" not in overrides:

@@ -426,9 +426,12 @@ class _Trainer:
         val = epoch_scores(ctx.metric_task, ctx.val_y, model.predict(ctx.val_ds, verbose=0))
         model.set_weights(kept)
         first, last = average.epochs[0], average.epochs[-1]
-        return ({"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
-                 "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                 "time": time.time()}, weights)
+        record = {"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
+                  "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                  "time": time.time()}
+        if "map" in val:
+            record["val_map"] = val["map"]
+        return record, weights
 
     def _choose_final(self, model, recorder, average, *, checkpoint: Path) -> None:
         """After fine-tuning: the final model is whichever of the warm-up (linear probe), the best

@@ -433,6 +433,31 @@ def test_embedding_is_widened_so_a_probe_head_fits_many_classes():
 
 
 @pytest.mark.slow
+def test_multilabel_runs_select_their_checkpoint_on_val_map_by_default(tmp_path, ws):
+    """Multi-label runs are judged by mAP (Evaluate page, report, compare), so their recipe checkpoints on val mAP,
+    threshold-free, instead of macro F1 at 0.5; single-label tasks cannot ask for it."""
+    s = _samples(tmp_path, ["red", "blue", "green"], n_per=16, red=lambda c, i: float(c == "red"),
+                 cool=lambda c, i: float(c != "red"))
+    schema = LabelSchema("multilabel", ("red", "cool"))
+    cfg = training.recommended_config("cnn", task="multilabel", image_size=16, epochs=3, batch_size=16, filters=4,
+                                      embedding_dim=8, log_every=2, patience=0, reduce_lr_patience=0)
+    assert cfg.monitor == "val_map"
+    assert training.recommended_config("cnn", task="multilabel", monitor="val_loss").monitor == "val_loss"
+    assert training.recommended_config("cnn", task="multiclass").monitor == "val_macro_f1"
+    with pytest.raises(ValueError, match="needs a multi-label task"):
+        training.recommended_config("cnn", task="multiclass", monitor="val_map")
+    out = tmp_path / "run"
+    res = training.train(cfg, out=out, samples=s, schema=schema, workspace=ws)
+    epochs = runs.read_metrics(out).query("kind == 'epoch'")
+    vals = epochs["val_map"].astype(float)
+    assert res.state == "done" and res.monitor == "val_map"
+    assert res.best_epoch == int(epochs.loc[vals.idxmax(), "epoch"]) and res.best_value == pytest.approx(vals.max())
+    # the kept checkpoint's val predictions give the best epoch's recorded mAP
+    pred = runs.read_predictions(out, split="val")
+    assert epoch_scores("multilabel", pred.y_true, pred.probs)["map"] == pytest.approx(vals.max(), abs=1e-4)
+    assert res.val["map"] == pytest.approx(vals.max(), abs=1e-4)
+
+
 def test_multilabel_transfer_warm_up_is_a_per_label_linear_probe(miml_scene, tmp_path, keras_home):
     """Multi-label runs get the linear-probe warm-up too: one logistic regression per label (rows where that
     label is known), written into the sigmoid head exactly, so the model predicts what the regressions do."""

@@ -218,3 +218,28 @@ def test_grid_form_queues_runs_and_shows_results_and_parallel_coordinates(home):
     assert trace["type"] == "parcoords"
     assert [d["label"] for d in trace["dimensions"]][:2] == ["kernel_size", "val_macro_f1"]
     assert best in parcoords["layout"]["title"]["text"]
+
+
+def test_the_checkpoint_monitor_follows_the_task(tmp_path, monkeypatch, miml_scene):
+    """Multi-label runs default to val mAP (what they are judged by); single-label tasks are not offered it."""
+    import pandas as pd
+
+    from core import datasets
+
+    ws = Workspace(tmp_path / "ws").ensure()
+    monkeypatch.setenv("LOUPE_HOME", str(ws.root))
+    labels = tmp_path / "labels.csv"
+    pd.read_csv(miml_scene / "labels.csv").iloc[:60].to_csv(labels, index=False)
+    ml = datasets.load_dataset(datasets.DatasetSpec(path=str(miml_scene / "images"), labels=str(labels),
+                                                    name="scenes"), workspace=ws)
+    demo.ensure_demo_dataset(ws)
+    demo_id = next(r["dataset_id"] for r in ws.list_datasets() if r["dataset_id"] != ml.dataset_id)
+    at = _train_page(ws, dataset_id=ml.dataset_id)
+    monitor = at.selectbox(key="train_monitor")
+    assert monitor.value == "val_map" and list(monitor.options) == ["val_map", "val_macro_f1", "val_loss",
+                                                                    "val_accuracy"]
+    at.session_state["dataset_id"] = demo_id
+    at.run()
+    assert not at.exception, at.exception
+    monitor = at.selectbox(key="train_monitor")
+    assert monitor.value == "val_macro_f1" and "val_map" not in monitor.options
