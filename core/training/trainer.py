@@ -545,6 +545,9 @@ class _Trainer:
         samples = apply_label_overrides(samples, labels_override)
         targets = build_targets(samples, schema, task=cfg.task, label_columns=cfg.label_columns,
                                 exclude_classes=cfg.exclude_classes, positive_class=cfg.positive_class)
+        if cfg.monitor == "val_map" and targets.task != "multilabel":  # task taken from the dataset
+            raise ValueError(f"monitor='val_map' (mean average precision) needs a multi-label task; this dataset's "
+                             f"task is {targets.task}: use val_macro_f1, val_accuracy or val_loss")
         for w in targets.warnings:
             self.log(f"warning: {w}")
         self.status("running", message=f"decoding images at {cfg.image_size}px", epoch=0, epochs=cfg.epochs)

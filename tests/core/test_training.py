@@ -456,6 +456,11 @@ def test_multilabel_runs_select_their_checkpoint_on_val_map_by_default(tmp_path,
     pred = runs.read_predictions(out, split="val")
     assert epoch_scores("multilabel", pred.y_true, pred.probs)["map"] == pytest.approx(vals.max(), abs=1e-4)
     assert res.val["map"] == pytest.approx(vals.max(), abs=1e-4)
+    # a dataset whose task is single-label (the config's task left to the dataset) is refused before training
+    single = _samples(tmp_path, ["red", "blue"], n_per=8, colour=lambda c, i: c)
+    with pytest.raises(ValueError, match="needs a multi-label task"):
+        training.train(cfg.replace(task=None), out=tmp_path / "single", samples=single,
+                       schema=LabelSchema("multiclass", ("colour",)), workspace=ws)
 
 
 def test_multilabel_transfer_warm_up_is_a_per_label_linear_probe(miml_scene, tmp_path, keras_home):
