@@ -361,10 +361,10 @@ def run_worker(config: TrainConfig, *, out: str | os.PathLike, workspace: Worksp
 
     ws = _ws(workspace).ensure()
     rd = runs.RunDir(Path(out))
-    if rd.config.exists() and runs.read_status(rd).get("state") != "queued":
+    state = runs.read_status(rd).get("state") if rd.config.exists() else None
+    if state not in (None, "queued"):
         # a run launched by launch() is queued; any other run here is an earlier one: never overwrite it
-        raise ValueError(f"{rd.path} already holds a run ({runs.read_status(rd).get('state')}); train into a new "
-                         "folder, or delete that one first")
+        raise ValueError(f"{rd.path} already holds a run ({state}); train into a new folder, or delete that one first")
     rd.path.mkdir(parents=True, exist_ok=True)
     stop = StopRequest()
 

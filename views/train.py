@@ -15,7 +15,7 @@ import streamlit as st
 from core import jobs, models, review, runs
 from core import training_charts as tc
 from core.targets import IMPUTATIONS
-from core.training import MONITORS, recommended_config
+from core.training import monitors_for, recommended_config
 from ui import state
 from ui.state import esc
 
@@ -202,12 +202,6 @@ def weights_notice(model: str, alpha: float, image_size: int, weights: str) -> N
     st.button("Train from random init instead", key="train_random_init", on_click=_use_random_init)
 
 
-def _monitor_options(task: str) -> list[str]:
-    """The checkpoint monitors a task can use; the first is its default (multi-label: mAP, threshold-free)."""
-    single = [m for m in MONITORS if m != "val_map"]
-    return ["val_map", *single] if task == "multilabel" else single
-
-
 def fit_widgets(model: str, task: str) -> dict:
     opts: dict = {}
     c1, c2 = st.columns(2)
@@ -217,7 +211,7 @@ def fit_widgets(model: str, task: str) -> dict:
     opts["batch_size"] = c1.number_input("Batch size", 1, 1024, key="train_batch_size")
     opts["lr"] = c2.number_input("Learning rate", min_value=1e-6, max_value=1.0, key="train_lr", format="%g",
                                  step=1e-4, help="Adam. Accuracy stuck at 1/K? Try 10× lower.")
-    monitors = _monitor_options(task)
+    monitors = list(monitors_for(task))
     ss = st.session_state
     if ss.get("train_monitor_task") != (task == "multilabel") or ss.get("train_monitor") not in monitors:
         ss["train_monitor"], ss["train_monitor_task"] = monitors[0], task == "multilabel"  # the task's default

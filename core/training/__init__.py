@@ -30,7 +30,9 @@ TensorFlow/Keras are imported inside functions: ``import core.training`` is chea
 from __future__ import annotations
 
 from core.training.callbacks import StopRequest
-from core.training.config import HIERARCHY_MODES, MONITORS, RECIPES, TrainConfig, WEIGHTS, recommended_config
+from core.training.config import (
+    HIERARCHY_MODES, MONITORS, RECIPES, WEIGHTS, TrainConfig, monitors_for, recommended_config,
+)
 from core.training.data import IN_MEMORY_LIMIT_BYTES, make_dataset
 from core.training.devices import MIRRORED_CPUS_ENV
 from core.training.health import COLLAPSE_EPOCHS, collapse_alert, gap_alert
@@ -39,5 +41,5 @@ from core.training.trainer import SUBMODELS_DIR, TrainResult, embedding_width, t
 __all__ = [
     "COLLAPSE_EPOCHS", "HIERARCHY_MODES", "IN_MEMORY_LIMIT_BYTES", "MIRRORED_CPUS_ENV", "MONITORS", "RECIPES",
     "SUBMODELS_DIR", "StopRequest", "TrainConfig", "TrainResult", "WEIGHTS", "collapse_alert", "embedding_width",
-    "gap_alert", "make_dataset", "recommended_config", "train",
+    "gap_alert", "make_dataset", "monitors_for", "recommended_config", "train",
 ]

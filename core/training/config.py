@@ -14,10 +14,19 @@ import numpy as np
 from core.targets import IMPUTATIONS, TASKS
 
 #: Checkpoint / model-selection metrics; ``val_map`` (mean average precision, threshold-free) is for
-#: multi-label tasks only, and their recipe's default.
+#: multi-label tasks only, and their recipe's default (:func:`monitors_for`).
 MONITORS = ("val_macro_f1", "val_loss", "val_accuracy", "val_map")
 HIERARCHY_MODES = ("flat", "separate")
 WEIGHTS = ("imagenet", "none")
+
+
+def monitors_for(task: str | None) -> tuple[str, ...]:
+    """The monitors a task can use, its default first: multi-label runs select on ``val_map`` (what they are
+    judged by), single-label runs on ``val_macro_f1``; ``None`` (the task comes from the dataset): all of them."""
+    single = tuple(m for m in MONITORS if m != "val_map")
+    if task is None:
+        return MONITORS
+    return ("val_map", *single) if task == "multilabel" else single
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ class TrainConfig:
         for name, choices in checks.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}; received {name}={getattr(self, name)!r}")
-        if self.monitor == "val_map" and self.task not in (None, "multilabel"):
+        if self.monitor not in monitors_for(self.task):
             raise ValueError(f"monitor='val_map' (mean average precision) needs a multi-label task; received "
                              f"task={self.task!r}: use val_macro_f1, val_accuracy or val_loss")
         ints = {"image_size": 8, "epochs": 1, "batch_size": 1, "embedding_dim": 1, "conv_blocks": 1,
@@ -195,10 +204,8 @@ def recommended_config(model: str = "cnn", **overrides: Any) -> TrainConfig:
     if model != "cnn" and overrides.get("weights") == "none":
         recipe.update(warmup_epochs=0, fine_tune_layers=0)
     recipe.update(overrides)
-    if recipe.get("task") == "multilabel" and recipe.get("monitor") is None:
-        recipe["monitor"] = "val_map"  # select on the metric multi-label runs are judged by (threshold-free)
-    elif recipe.get("monitor") is None:
-        recipe.pop("monitor", None)
+    if recipe.get("monitor") is None:
+        recipe["monitor"] = monitors_for(recipe.get("task"))[0]
     epochs = recipe.get("epochs", TrainConfig.epochs)
     if recipe.get("fine_tune_layers") and recipe.get("warmup_epochs", 0) >= epochs and "warmup_epochs" not in overrides:
         if epochs < 2 and "fine_tune_layers" not in overrides:

@@ -33,7 +33,7 @@ from core.targets import (
 from core.training.callbacks import (
     FitContext, StopRequest, Stopped, callback_classes, recording_on_features, weight_average,
 )
-from core.training.config import TrainConfig
+from core.training.config import TrainConfig, monitors_for
 from core.training.data import make_dataset
 from core.training.devices import configure_devices, distribution_strategy
 from core.training.probe import (
@@ -545,7 +545,7 @@ class _Trainer:
         samples = apply_label_overrides(samples, labels_override)
         targets = build_targets(samples, schema, task=cfg.task, label_columns=cfg.label_columns,
                                 exclude_classes=cfg.exclude_classes, positive_class=cfg.positive_class)
-        if cfg.monitor == "val_map" and targets.task != "multilabel":  # task taken from the dataset
+        if cfg.monitor not in monitors_for(targets.task):  # the task came from the dataset
             raise ValueError(f"monitor='val_map' (mean average precision) needs a multi-label task; this dataset's "
                              f"task is {targets.task}: use val_macro_f1, val_accuracy or val_loss")
         for w in targets.warnings:
