@@ -157,7 +157,7 @@ def sqlite_session(db_path: Path, schema: str, *, timeout: float, rows: bool = F
     try:
         if rows:
             con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
+        _use_wal(con, timeout)
         con.execute("PRAGMA synchronous=NORMAL")
         con.executescript(schema)
         yield con
@@ -174,8 +174,40 @@ def sqlite_session(db_path: Path, schema: str, *, timeout: float, rows: bool = F
         con.close()
 
 
+def _use_wal(con: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode (a persistent setting: a no-op once set).
+
+    Switching the journal mode needs an exclusive lock and SQLite answers "database is locked" at once,
+    without its busy handler, while another connection is opening the same new file. So the switch is
+    only tried when the mode is not WAL yet, and retried with a short back-off for up to ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return any(word in str(exc).lower() for word in ("locked", "busy"))
+
+
 def _db_error(db_path: Path, exc: sqlite3.Error) -> WorkspaceError:
     """A :class:`WorkspaceError` for a failed SQLite operation on ``db_path`` (nothing was committed)."""
+    if _is_busy(exc):
+        return WorkspaceError(
+            f"{db_path}: the database stayed locked by another Loupe process for longer than the wait allowed "
+            f"({exc}); nothing was saved by this step. Try again once the other job (a training run, an audit, "
+            "a second browser tab) has finished writing."
+        )
     return WorkspaceError(
         f"{db_path}: the database could not be written ({exc}); nothing was saved by this step. "
         "The disk may be full or the folder read-only: free some space or point LOUPE_HOME at a writable folder."
