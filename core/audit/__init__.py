@@ -46,12 +46,13 @@ Where things live (each submodule imports only the ones above it):
 """
 
 from core.audit.config import (ACTIONS, AUDIT_SIZE, CONFIG_FIELDS, DETECTORS, ISSUE_COLUMNS, LABEL_FEATURES,
-                               NEAR_FEATURES, NEAR_MATCHES, NEAR_SIMILARITY, AuditConfig, AuditResult)
+                               LABEL_FILTERS, NEAR_FEATURES, NEAR_MATCHES, NEAR_SIMILARITY, AuditConfig, AuditResult)
 from core.audit.pipeline import audit_dataset, issues_by_class
 from core.audit.store import load_audit, save_audit
 
 __all__ = [
-    "ACTIONS", "AUDIT_SIZE", "CONFIG_FIELDS", "DETECTORS", "ISSUE_COLUMNS", "LABEL_FEATURES", "NEAR_FEATURES",
+    "ACTIONS", "AUDIT_SIZE", "CONFIG_FIELDS", "DETECTORS", "ISSUE_COLUMNS", "LABEL_FEATURES", "LABEL_FILTERS",
+    "NEAR_FEATURES",
     "NEAR_MATCHES", "NEAR_SIMILARITY", "AuditConfig", "AuditResult", "audit_dataset", "issues_by_class",
     "load_audit", "save_audit",
 ]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core.audit.config import AuditConfig, _row
+from core.audit.config import AuditConfig, _row, label_filter
 from core.audit.image_stats import _Stats
 from core.workspace import Workspace
 
@@ -111,15 +111,18 @@ def _oof_probs(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int, reduce: b
         return cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
 
 
-def _confident_learning(y: np.ndarray, probs: np.ndarray, cfg: AuditConfig) -> np.ndarray:
-    """Indices (into ``y``) of suspected label errors, most suspect first (cleanlab)."""
+def _confident_learning(y: np.ndarray, probs: np.ndarray, cfg: AuditConfig, *, imagenet: bool) -> np.ndarray:
+    """Indices (into ``y``) of suspected label errors, most suspect first (cleanlab).
+
+    ``imagenet``: the probabilities come from the quick classifier on ImageNet features (what ``auto`` reads).
+    """
     from cleanlab.filter import find_label_issues
 
     probs = np.clip(probs, 1e-6, 1.0)
     probs = probs / probs.sum(axis=1, keepdims=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        found = find_label_issues(y, probs, filter_by=cfg.label_issue_filter,
+        found = find_label_issues(y, probs, filter_by=label_filter(cfg, imagenet=imagenet),
                                   return_indices_ranked_by="self_confidence", n_jobs=1)
     cap = int(math.ceil(cfg.label_issue_max_fraction * len(y)))
     return np.asarray(found[:cap], dtype=np.int64)
@@ -212,7 +215,7 @@ def _single_label_issues(samples: pd.DataFrame, schema: Any, col: str, stats: _S
             X = np.concatenate([X, imagenet[rows_idx]], axis=1)
             reduce = X.size > _LABEL_REDUCE_ELEMENTS  # pretrained features lose precision when compressed
         probs = _oof_probs(X, y, folds=cfg.label_issue_folds, seed=cfg.seed, reduce=reduce)
-    found = _confident_learning(y, probs, cfg)
+    found = _confident_learning(y, probs, cfg, imagenet=source == "features+imagenet")
     out = []
     for r in found:
         i = int(rows_idx[r])
@@ -331,7 +334,7 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = find_label_issues([np.flatnonzero(r == 1).tolist() for r in y_use], p_use,
-                                  filter_by=cfg.label_issue_filter, return_indices_ranked_by="self_confidence",
+                                  filter_by=label_filter(cfg, imagenet=False), return_indices_ranked_by="self_confidence",
                                   n_jobs=1)
     sids = samples["sample_id"].astype(str).tolist()
     out = []
