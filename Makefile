@@ -29,8 +29,8 @@ $(RUN_STAMP): requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt $(RUN_STAMP)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+$(DEV_STAMP): requirements.txt requirements-dev.txt requirements-ray.txt $(RUN_STAMP)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -r requirements-ray.txt
 	@touch $@
 
 # Debian's chromium for the browser tests (Playwright cannot download browsers here).

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from core import archives, runs
+from core import engines
 from core.images import IMAGE_EXTENSIONS, ImageError
 from core.targets import hierarchy_path
 from core.workspace import read_json
@@ -495,7 +496,7 @@ class Predictor:
         return arr
 
     def predict_paths(self, paths: Iterable[str | os.PathLike], *, top_k: int = 3, progress: Progress | None = None,
-                      names: Sequence[str] | None = None) -> pd.DataFrame:
+                      names: Sequence[str] | None = None, engine: str = "local") -> pd.DataFrame:
         """Predict image files; folders are searched recursively for images.
 
         Parameters
@@ -508,6 +509,9 @@ class Predictor:
             Called after every batch.
         names : sequence of str, optional
             What the ``path`` column shows for each collected file (default: the path).
+        engine : {"local", "ray"}
+            ``ray``: Ray Data actors, each loading this predictor's ``source``, predict the files
+            (see :mod:`core.engines`); the table is the same, row for row.
 
         Returns
         -------
@@ -526,6 +530,12 @@ class Predictor:
         shown = [str(p) for p in files] if names is None else [str(n) for n in names]
         if len(shown) != len(files):
             raise ValueError(f"names must name every collected file ({len(files)}); received {len(shown)}")
+        if engines.check_engine(engine) == "ray" and files:
+            dtypes = self._predict_files(files[:1], shown[:1], top_k=top_k, progress=None).dtypes.to_dict()
+            rows = pd.DataFrame({"file": [str(Path(f).resolve()) for f in files], "shown": shown})
+            return engines.map_rows_with_ray(rows, _RayPredictor, dtypes=dtypes, progress=progress,
+                                             actor_kwargs={"source": str(Path(self.source).resolve()),
+                                                           "top_k": _check_top_k(top_k)})
         return self._predict_files(files, shown, top_k=top_k, progress=progress)
 
     def _predict_files(self, files: Sequence[Path], shown: Sequence[str], *, top_k: int,
@@ -740,3 +750,19 @@ def top_probabilities(row: Mapping[str, Any], outputs: Sequence[str], *, top_k: 
     """The ``top_k`` largest ``p_<name>`` values of one prediction row, largest first (index = names)."""
     s = pd.Series({c: float(row[f"p_{c}"]) for c in outputs})
     return s.sort_values(ascending=False, kind="stable").head(_check_top_k(top_k))
+
+
+class _RayPredictor:
+    """A Ray Data actor of :meth:`Predictor.predict_paths` (``engine="ray"``): loads the predictor once,
+    then predicts batch after batch of files (see :func:`core.engines.map_rows_with_ray`)."""
+
+    def __init__(self, source: str, top_k: int):
+        self.predictor = Predictor.load(source)
+        self.top_k = top_k
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        engines.crash_once_for_tests()
+        df = self.predictor._predict_files([Path(p) for p in batch["file"]], batch["shown"].astype(str).tolist(),
+                                           top_k=self.top_k, progress=None)
+        df.insert(0, "_row", batch["_row"].to_numpy())
+        return df

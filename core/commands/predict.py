@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core.commands.common import CLIError, emit_json, info
+from core.engines import ENGINES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image files and/or folders (searched recursively for images)")
     p.add_argument("--csv", metavar="OUT.csv", help="write one row per image to this CSV file")
     p.add_argument("--top-k", type=int, default=3, help="how many top classes to list per image (default: 3)")
+    p.add_argument("--engine", choices=list(ENGINES), default="local",
+                   help="where the images are predicted: this process (default), or Ray Data actors on the Ray "
+                        "cluster at $RAY_ADDRESS, else on a local Ray (pip install -r requirements-ray.txt)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -60,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
             last[0] = now
             info(f"  {done:,}/{total:,}")
 
-    df = predictor.predict_paths(files, top_k=args.top_k, progress=progress)
+    from core.engines import EngineError
+
+    if args.engine != "local":
+        info(f"engine: {args.engine}")
+    try:
+        df = predictor.predict_paths(files, top_k=args.top_k, progress=progress, engine=args.engine)
+    except EngineError as exc:
+        raise CLIError(str(exc)) from exc
     n_err = int((df["error"] != "").sum())
     if n_err:
         for msg in df.loc[df["error"] != "", "error"].head(20):

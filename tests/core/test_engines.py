@@ -1,0 +1,115 @@
+"""core.engines: the Ray engine gives the local engine's rows, and survives an actor killed mid-batch.
+
+A real 2-CPU Ray head is started for this module (``ray start --head``) and the CLI joins it through
+``RAY_ADDRESS``, as a user's job would join a cluster: Loupe's ``core`` package travels to the actors
+with the job (``runtime_env``), nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import engines, predict
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory):
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    # a throwaway cluster on loopback: Ray's token authentication off, for the head and every client
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    up = subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                         "--disable-usage-stats", f"--temp-dir={temp}"], capture_output=True, text=True, env=env,
+                        timeout=180)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        os.environ.pop("RAY_AUTH_MODE", None)
+
+
+def _predict_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", "predict", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def images(demo_workspace, flowers12, tmp_path_factory) -> list[str]:
+    """146 demo crops, the demo's 4 corrupt files (their rows carry the error) and 60 flowers12 photos."""
+    root = demo_workspace.root / "demo"
+    truth = pd.read_csv(root / "ground_truth.csv", keep_default_na=False)
+    corrupt = [str(root / p) for p in truth.loc[truth["problem"] == "corrupt", "image"]]
+    crops = [str(p) for p in sorted((root / "images").glob("*.png")) if str(p) not in corrupt]
+    flowers = sorted(str(p) for p in (flowers12 / "test").rglob("*.jpg"))[::4][:60]
+    assert len(corrupt) == 4
+    return crops[:146] + corrupt + flowers
+
+
+def test_ray_engine_writes_the_local_engines_csv_byte_for_byte(demo_multiclass_run, images, ray_address, tmp_path):
+    local, ray_csv = tmp_path / "local.csv", tmp_path / "ray.csv"
+    p = _predict_cli(str(demo_multiclass_run), *images, "--csv", str(local))
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = _predict_cli(str(demo_multiclass_run), *images, "--csv", str(ray_csv), "--engine", "ray",
+                     env={"RAY_ADDRESS": ray_address})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "engine: ray" in p.stderr
+    assert ray_csv.read_bytes() == local.read_bytes()
+    table = pd.read_csv(ray_csv, keep_default_na=False)
+    assert len(table) == len(images) and table["path"].tolist() == [str(Path(i).resolve()) for i in images]
+    assert (table["error"] != "").sum() == 4  # the corrupt files are rows with their message, as locally
+
+
+def test_an_actor_killed_mid_batch_is_restarted_and_no_row_is_lost_or_doubled(demo_multiclass_run, images,
+                                                                              ray_address, tmp_path, monkeypatch):
+    marker = tmp_path / "crash-once"
+    marker.touch()
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    monkeypatch.setenv("LOUPE_RAY_CRASH_ONCE", str(marker))  # the first actor to see it exits (os._exit) mid-batch
+    predictor = predict.Predictor.load(demo_multiclass_run)
+    seen = []
+    table = predictor.predict_paths(images, engine="ray", progress=lambda done, total: seen.append((done, total)))
+    assert not marker.exists()  # an actor did die
+    expected = predictor.predict_paths(images)
+    pd.testing.assert_frame_equal(table, expected)
+    assert seen[-1] == (len(images), len(images))
+
+
+def test_engine_names_and_a_missing_ray_say_what_to_do(demo_multiclass_run, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engines.check_engine("spark")
+    p = _predict_cli(str(demo_multiclass_run), str(tmp_path), "--engine", "spark")
+    assert p.returncode == 2 and "invalid choice" in p.stderr
+    # Ray not importable: a clear message, not a traceback
+    blocker = tmp_path / "noray"
+    (blocker / "ray").mkdir(parents=True)
+    (blocker / "ray" / "__init__.py").write_text("raise ImportError('ray is not installed')\n")
+    img = _png(tmp_path / "one.png")
+    p = _predict_cli(str(demo_multiclass_run), str(img), "--engine", "ray",
+                     env={"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert p.returncode != 0
+    assert "pip install -r requirements-ray.txt" in p.stderr and "Traceback" not in p.stderr
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (24, 20), (200, 30, 30)).save(path)
+    return path
