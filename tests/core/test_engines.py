@@ -73,7 +73,7 @@ def test_ray_engine_writes_the_local_engines_csv_byte_for_byte(demo_multiclass_r
     assert "engine: ray" in p.stderr
     assert ray_csv.read_bytes() == local.read_bytes()
     table = pd.read_csv(ray_csv, keep_default_na=False)
-    assert len(table) == len(images) and table["path"].tolist() == [str(Path(i).resolve()) for i in images]
+    assert len(table) == len(images) and table["path"].tolist() == [str(p) for p in predict.collect_images(images)]
     assert (table["error"] != "").sum() == 4  # the corrupt files are rows with their message, as locally
 
 
