@@ -462,6 +462,40 @@ def _ident(path: str, box: Any, size: int) -> str:
     return f"{path}\0{bkey}\0{size}"
 
 
+def _paths_and_boxes(samples: Any) -> tuple[list[str], list]:
+    """Absolute paths and boxes (None: the whole image) of a samples table's rows."""
+    paths = [os.path.abspath(str(p)) for p in samples["path"].tolist()]
+    if all(c in samples.columns for c in ("x1", "y1", "x2", "y2")):
+        boxes = [_box_of(r) for r in samples[["x1", "y1", "x2", "y2"]].itertuples(index=False, name=None)]
+    else:
+        boxes = [None] * len(paths)
+    return paths, boxes
+
+
+def decode_rows(samples: Any, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The pixels :meth:`ImageCache.arrays` gives for ``samples``' rows, decoded here without the cache.
+
+    For workers that have no workspace (the Ray engine's actors). Returns ``images`` (N, size, size, 3)
+    uint8 (zeros where a row failed), ``ok`` (N,) bool and one error message per row ("" when ok).
+    """
+    paths, boxes = _paths_and_boxes(samples)
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    errors = [""] * len(paths)
+    for i, (p, b) in enumerate(zip(paths, boxes)):
+        try:
+            _check_file(p)
+        except ImageError as exc:
+            errors[i] = str(exc)
+            continue
+        arr, _, err = _decode_job((Path(p), b, size))
+        if err is not None:
+            errors[i] = str(err)
+        else:
+            out[i], ok[i] = arr, True
+    return out, ok, errors
+
+
 def _box_of(row: Any) -> tuple[float, float, float, float] | None:
     vals = []
     for v in row:
@@ -555,11 +589,7 @@ class ImageCache:
             raise ValueError("samples must be a DataFrame with a 'path' column; "
                              f"received columns={list(getattr(samples, 'columns', []))}")
         n = len(samples)
-        paths = [os.path.abspath(str(p)) for p in samples["path"].tolist()]
-        if all(c in samples.columns for c in ("x1", "y1", "x2", "y2")):
-            boxes = [_box_of(r) for r in samples[["x1", "y1", "x2", "y2"]].itertuples(index=False, name=None)]
-        else:
-            boxes = [None] * n
+        paths, boxes = _paths_and_boxes(samples)
         if n == 0:
             return CachedArrays(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, bool), {}, {},
                                 np.zeros(0, np.int64), np.zeros(0, np.int64), (), (), 0)

@@ -44,7 +44,8 @@ _LABEL_REDUCE_ELEMENTS = 20_000_000
 
 def _imagenet_features(ds: Any, workspace: Workspace, samples: pd.DataFrame, mode: str, notes: list[str],
                        progress: Callable[[int, int], None] | None = None, *, who: str = "label_issue",
-                       choice: str = "label_issue_features=image+imagenet") -> np.ndarray | None:
+                       choice: str = "label_issue_features=image+imagenet", engine: str = "local"
+                       ) -> np.ndarray | None:
     """A pretrained ImageNet backbone's pooled features (N, D) aligned to ``samples`` (NaN rows: none), or None.
 
     The backbone and its per-dataset cache are the Embeddings page's
@@ -53,7 +54,7 @@ def _imagenet_features(ds: Any, workspace: Workspace, samples: pd.DataFrame, mod
     (``who`` names the detector in notes, ``choice`` the setting that allows a download);
     when the features cannot be had a note says why and the detector goes on without them.
     """
-    from core import embeddings, models
+    from core import embeddings, engines, models
 
     if mode in ("image", "pixels"):
         return None
@@ -65,10 +66,12 @@ def _imagenet_features(ds: Any, workspace: Workspace, samples: pd.DataFrame, mod
                      f"ImageNet features ({choice}) to let Keras download them.")
         return None
     try:
-        emb = embeddings.backbone_embeddings(workspace, ds.dataset_id, progress=progress)
+        emb = embeddings.backbone_embeddings(workspace, ds.dataset_id, progress=progress, engine=engine)
     except models.WeightsUnavailable as exc:
         notes.append(f"{who}: {alone}: {exc}")
         return None
+    except engines.EngineError:
+        raise  # the engine the user asked for is missing: say so, do not quietly audit without the features
     except Exception as exc:  # noqa: BLE001 - optional features must not sink the whole audit
         notes.append(f"{who}: {alone}: the ImageNet features failed ({type(exc).__name__}: {exc})")
         return None

@@ -30,7 +30,7 @@ from core.workspace import Workspace
 
 def audit_dataset(ds: Any, *, workspace: Workspace, config: AuditConfig | dict | None = None,
                   run_dir: str | os.PathLike | None = None,
-                  progress: Callable[[str, float], None] | None = None) -> AuditResult:
+                  progress: Callable[[str, float], None] | None = None, engine: str = "local") -> AuditResult:
     """Run the enabled detectors over a dataset and save the result as its latest audit.
 
     Parameters
@@ -46,6 +46,9 @@ def audit_dataset(ds: Any, *, workspace: Workspace, config: AuditConfig | dict |
         predicted probabilities (out-of-sample) instead of the quick classifier.
     progress : callable(stage: str, fraction: float), optional
         Called as stages advance (``fraction`` in 0..1 over the whole audit).
+    engine : {"local", "ray"}
+        Where the ImageNet features are computed when they are needed and not cached yet
+        (see :mod:`core.engines`); the pixel detectors always run here.
 
     Returns
     -------
@@ -61,10 +64,10 @@ def audit_dataset(ds: Any, *, workspace: Workspace, config: AuditConfig | dict |
 
     # Small matrices: one BLAS thread is fastest, and never oversubscribes a shared machine.
     with threadpool_limits(limits=1):
-        return _audit(ds, workspace=workspace, config=config, run_dir=run_dir, progress=progress)
+        return _audit(ds, workspace=workspace, config=config, run_dir=run_dir, progress=progress, engine=engine)
 
 
-def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress: Any) -> AuditResult:
+def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress: Any, engine: str) -> AuditResult:
     from core.datasets import Dataset
     from core.images import ImageCache
 
@@ -181,6 +184,7 @@ def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress
             if cfg.near_duplicate_features != "pixels":
                 vectors = _imagenet_features(ds, workspace, samples, cfg.near_duplicate_features, notes,
                                              who="near_duplicate", choice="near_duplicate_features=pixels+imagenet",
+                                             engine=engine,
                                              progress=lambda d, tot: tick("near duplicates: ImageNet features",
                                                                           0.5 + 0.15 * d / max(tot, 1)))
                 if vectors is not None:
@@ -211,7 +215,7 @@ def _audit(ds: Any, *, workspace: Workspace, config: Any, run_dir: Any, progress
         tick("label issues", 0.7)
         imagenet = None
         if run_dir is None:
-            imagenet = _imagenet_features(ds, workspace, samples, cfg.label_issue_features, notes,
+            imagenet = _imagenet_features(ds, workspace, samples, cfg.label_issue_features, notes, engine=engine,
                                           progress=lambda d, tot: tick("label issues: ImageNet features",
                                                                        0.7 + 0.2 * d / max(tot, 1)))
         li, source, _probs, _classes = _label_issues(samples, schema, stats, ok, uniform, cfg, run_dir,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import (CLIError, add_dataset_options, add_engine_option, emit_json, info,  # noqa: F401
+                                  spec_from_args)
 
 #: Columns of the ``--csv`` file, in order (one row per flag; ``path`` as the dataset gives it).
 CSV_COLUMNS = ("path", "issue", "score", "suggested_action", "suggested_label", "label", "label_column", "detail",
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="a detector threshold, e.g. --set uniform_std=2 --set rare_min=30 (repeatable)")
     p.add_argument("--csv", help="write one row per flag to this CSV file")
+    add_engine_option(p, "the ImageNet features are computed (when a detector uses them and they are not cached)")
     p.add_argument("--top", type=int, default=5, help="flags listed per issue in the text output (default: 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core import audit, datasets
+    from core.engines import EngineError
     from core.workspace import WorkspaceError, home
 
     t0 = time.perf_counter()
@@ -82,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
             info(f"audit: {stage} ({frac:.0%})")
 
     try:
-        result = audit.audit_dataset(ds, workspace=ws, config=cfg, run_dir=args.run_dir, progress=progress)
-    except ValueError as exc:
+        result = audit.audit_dataset(ds, workspace=ws, config=cfg, run_dir=args.run_dir, progress=progress,
+                                     engine=args.engine)
+    except (ValueError, EngineError) as exc:
         raise CLIError(str(exc)) from exc
     issues = result.issues
     if args.csv:

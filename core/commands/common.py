@@ -57,6 +57,15 @@ def run_path(arg: str, workspace: str | None) -> Path:
     raise CLIError(f"{arg} is neither a run directory nor a run id under {home(workspace).runs_dir}")
 
 
+def add_engine_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--engine local|ray``: where ``what`` runs (see :mod:`core.engines`)."""
+    from core.engines import ENGINES
+
+    p.add_argument("--engine", choices=list(ENGINES), default="local",
+                   help=f"where {what}: this process (default), or Ray Data actors on the Ray cluster at "
+                        "$RAY_ADDRESS, else on a local Ray (pip install -r requirements-ray.txt)")
+
+
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="dataset root: a folder of class folders, or the images folder for a labels table")
     p.add_argument("--labels", help="labels table (CSV, TSV or Parquet); paths in it are relative to PATH")

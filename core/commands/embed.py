@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.commands.common import CLIError, emit_json, info
+from core.commands.common import CLIError, add_engine_option, emit_json, info
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="CSV to write: sample_id, path, split, x, y[, z], label, prediction, "
                                                 "correct, confidence")
     p.add_argument("--workspace", help="workspace folder (default: the run's, else $LOUPE_HOME or ./workspace)")
+    add_engine_option(p, "the images are embedded when the run's embeddings.npz is stale")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from core import embeddings
     from core.datasets import DatasetError
+    from core.engines import EngineError
     from core.workspace import atomic_write_text
 
     out = Path(args.out).expanduser()
@@ -39,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
             info(f"embedding: {done}/{total}")
 
     try:
-        emb = embeddings.compute_embeddings(args.run_dir, workspace=args.workspace, progress=progress)
+        emb = embeddings.compute_embeddings(args.run_dir, workspace=args.workspace, progress=progress,
+                                            engine=args.engine)
         info(f"{len(emb)} samples x {emb.dim} dims; projecting with {args.method.upper()} to {args.dims}-D")
         proj = embeddings.project(emb.vectors, method=args.method, dims=args.dims, seed=args.seed,
                                   fit_size=20000 if args.method == "umap" else None)
-    except (ValueError, DatasetError) as exc:
+    except (ValueError, DatasetError, EngineError) as exc:
         raise CLIError(str(exc)) from exc
     df = emb.frame()
     cols = ["x", "y", "z"][: args.dims]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.commands.common import CLIError, emit_json, info
+from core.commands.common import CLIError, add_engine_option, emit_json, info
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", action="store_true",
                    help="write the threshold to the run's thresholds.json (section 'ood'; other sections kept)")
     p.add_argument("--workspace", help="workspace folder (default: the run's, else $LOUPE_HOME or ./workspace)")
+    add_engine_option(p, "the images are embedded (the run's dataset when its embeddings.npz is stale, and the "
+                         "unseen folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Score the test split vs a folder of unseen images in embedding space: AUROC and a threshold."""
     from core import embeddings
     from core.datasets import DatasetError
+    from core.engines import EngineError
 
     if not 0 <= args.fpr < 1:
         raise CLIError(f"--fpr must be in [0, 1); received {args.fpr}")
@@ -37,15 +40,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--unseen {args.unseen} holds no image files (searched recursively for "
                        ".jpg/.png/... files)")
     try:
-        emb = embeddings.compute_embeddings(args.run_dir, workspace=args.workspace)
+        emb = embeddings.compute_embeddings(args.run_dir, workspace=args.workspace, engine=args.engine)
         info(f"{len(emb)} samples embedded; embedding {len(paths)} unseen images")
-        vectors, ok = embeddings.embed_paths(args.run_dir, paths, workspace=args.workspace)
+        vectors, ok = embeddings.embed_paths(args.run_dir, paths, workspace=args.workspace, engine=args.engine)
         if not ok.any():
             raise CLIError(f"none of the {len(paths)} images under {args.unseen} could be decoded")
         if not ok.all():
             info(f"warning: {int((~ok).sum())} unseen image(s) could not be decoded and are left out")
         ev = embeddings.evaluate_ood(emb, vectors, method=args.method, fpr=args.fpr)
-    except (ValueError, DatasetError) as exc:
+    except (ValueError, DatasetError, EngineError) as exc:
         raise CLIError(str(exc)) from exc
     summary = {"run_dir": str(args.run_dir), **ev.summary(), "unseen": str(args.unseen),
                "n_unseen_undecodable": int((~ok).sum())}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.commands.common import CLIError, emit_json, info
-from core.engines import ENGINES
+from core.commands.common import CLIError, add_engine_option, emit_json, info
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,9 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image files and/or folders (searched recursively for images)")
     p.add_argument("--csv", metavar="OUT.csv", help="write one row per image to this CSV file")
     p.add_argument("--top-k", type=int, default=3, help="how many top classes to list per image (default: 3)")
-    p.add_argument("--engine", choices=list(ENGINES), default="local",
-                   help="where the images are predicted: this process (default), or Ray Data actors on the Ray "
-                        "cluster at $RAY_ADDRESS, else on a local Ray (pip install -r requirements-ray.txt)")
+    add_engine_option(p, "the images are predicted")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 

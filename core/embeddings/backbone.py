@@ -12,60 +12,24 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from core.embeddings.compute import (
     _FORMAT_VERSION,
-    _MODELS_LOCK,
-    _PREDICT_LOCK,
-    BATCH_SIZE,
     Embeddings,
     ProgressFn,
     _label_strings,
     _load_cached,
     _save,
 )
+from core.embeddings.forward import backbone_model, forward_samples, predict_outputs
 from core.workspace import Workspace
 
 #: The backbone used for a dataset without a run (ImageNet MobileNetV2-0.35, global average pooled).
 BACKBONE = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96}
-_BACKBONES: dict[tuple, Any] = {}
-
-
-def _backbone_model(backbone: str, alpha: float, size: int):
-    key = (backbone, float(alpha), int(size))
-    with _MODELS_LOCK:
-        if key in _BACKBONES:
-            return _BACKBONES[key]
-    import keras
-
-    from core import models
-
-    base = models._load_backbone(backbone, size, alpha=alpha, weights="imagenet")  # WeightsUnavailable if absent
-    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="image")
-    x = models._TRANSFER[backbone][1]()(inputs)
-    feats = base(x, training=False)
-    twin = keras.Model(inputs, feats, name=f"{backbone}_features")
-    with _MODELS_LOCK:
-        _BACKBONES[key] = twin
-    return twin
-
-
-def _backbone_forward(model, images: np.ndarray, *, progress: ProgressFn | None = None, offset: int = 0,
-                      total: int | None = None) -> np.ndarray:
-    n = len(images)
-    total = n if total is None else total
-    out = []
-    with _PREDICT_LOCK:
-        for start in range(0, n, BATCH_SIZE):
-            batch = np.asarray(images[start:start + BATCH_SIZE], dtype=np.float32)
-            out.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32).reshape(len(batch), -1))
-            if progress:
-                progress(offset + min(start + BATCH_SIZE, n), total)
-    return np.concatenate(out) if out else np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
 
 
 def backbone_embeddings_path(workspace: Workspace, dataset_id: str, *, backbone: str = BACKBONE["backbone"],
@@ -75,12 +39,13 @@ def backbone_embeddings_path(workspace: Workspace, dataset_id: str, *, backbone:
 
 def backbone_embeddings(workspace: Workspace, dataset_id: str, *, backbone: str = BACKBONE["backbone"],
                         alpha: float = BACKBONE["alpha"], image_size: int = BACKBONE["image_size"],
-                        progress: ProgressFn | None = None) -> Embeddings:
+                        progress: ProgressFn | None = None, engine: str = "local") -> Embeddings:
     """Embeddings of a dataset before any training: a pretrained ImageNet backbone's pooled features.
 
     Cached under ``<workspace>/cache/embeddings/``; ``labels`` are the dataset's labels
     (finest level for hierarchies), ``preds`` are empty (there is no classifier), ``probs``
-    has shape (N, 0). ``run_id`` is ``"backbone:<name>"``.
+    has shape (N, 0). ``run_id`` is ``"backbone:<name>"``. ``engine``: where the images are decoded
+    and embedded when the cache is stale (``local`` or ``ray``, see :mod:`core.embeddings.forward`).
 
     Raises
     ------
@@ -88,7 +53,6 @@ def backbone_embeddings(workspace: Workspace, dataset_id: str, *, backbone: str 
         The ImageNet weights are not in Keras' cache (offline): the message says where to put them.
     """
     from core import datasets
-    from core.images import ImageCache
 
     ds = datasets.open_dataset(workspace, dataset_id)
     samples = ds.samples.reset_index(drop=True)
@@ -102,17 +66,10 @@ def backbone_embeddings(workspace: Workspace, dataset_id: str, *, backbone: str 
         if progress:
             progress(1, 1)
         return cached[0]
-    model = _backbone_model(backbone, alpha, image_size)
     n = len(samples)
     total = 2 * max(n, 1)
-    arrays = ImageCache(workspace.cache_dir / "images").arrays(
-        samples, image_size, progress=(lambda d, t: progress(d, total)) if progress else None)
-    ok = np.flatnonzero(np.asarray(arrays.ok, dtype=bool))
-    chunks = [np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)]
-    for start in range(0, len(ok), 4096):
-        chunks.append(_backbone_forward(model, arrays.images[ok[start:start + 4096]], progress=progress,
-                                        offset=n + start, total=total))
-    vectors = np.concatenate(chunks)
+    ok, (vectors,) = forward_samples(samples, image_size, {"backbone": backbone, "alpha": alpha, "size": image_size},
+                                     workspace, engine=engine, progress=progress)
     kept = samples.iloc[ok].reset_index(drop=True)
     schema = ds.schema
     if schema.task == "multilabel":
@@ -144,5 +101,5 @@ def backbone_embed_paths(paths: Sequence[str], *, workspace: Workspace, backbone
     arrays = ImageCache(workspace.cache_dir / "images").arrays(pd.DataFrame({"path": [str(p) for p in paths]}),
                                                               image_size)
     ok = np.asarray(arrays.ok, dtype=bool)
-    model = _backbone_model(backbone, alpha, image_size)
-    return _backbone_forward(model, arrays.images[np.flatnonzero(ok)]), ok
+    model = backbone_model(backbone, alpha, image_size)
+    return predict_outputs(model, arrays.images[np.flatnonzero(ok)])[0], ok

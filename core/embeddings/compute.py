@@ -17,9 +17,7 @@ import hashlib
 import io
 import json
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,14 +26,13 @@ import numpy as np
 import pandas as pd
 
 from core import runs
+from core.embeddings.forward import BATCH_SIZE, _PREDICT_LOCK, _twin_model, forward_samples
 from core.workspace import atomic_write_bytes
 
 #: File of the cached embeddings inside a run directory.
 EMBEDDINGS_FILE = "embeddings.npz"
 #: Bumped when the cached file's layout changes (older files are recomputed).
 _FORMAT_VERSION = 1
-#: Images per forward pass.
-BATCH_SIZE = 256
 
 ProgressFn = Callable[[int, int], None]
 
@@ -167,31 +164,6 @@ def _check_run(rd: runs.RunDir) -> None:
 # The model (loaded once per checkpoint, guarded by a lock: Keras predict is not thread-safe)
 # ---------------------------------------------------------------------------
 
-_MODELS: "OrderedDict[tuple[str, int], Any]" = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-_PREDICT_LOCK = threading.Lock()
-
-
-def _twin_model(rd: runs.RunDir):
-    """:func:`core.models.twin_model` of the run's checkpoint, ``[predictions, embedding]`` (cached per mtime)."""
-    key = (str(rd.model.resolve()), rd.model.stat().st_mtime_ns)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            _MODELS.move_to_end(key)
-            return _MODELS[key]
-    from core import models
-
-    try:
-        twin = models.twin_model(models.load_model(rd.model))
-    except ValueError as exc:
-        raise ValueError(f"{rd.model}: {exc}") from exc
-    with _MODELS_LOCK:
-        _MODELS[key] = twin
-        while len(_MODELS) > 4:
-            _MODELS.popitem(last=False)
-    return twin
-
-
 def _forward(twin, images: np.ndarray, *, progress: ProgressFn | None = None,
              offset: int = 0, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     n = len(images)
@@ -244,25 +216,24 @@ def embed_images_with_probs(run_dir, images: np.ndarray) -> tuple[np.ndarray, np
     return _forward(_twin_model(rd), np.asarray(images))
 
 
-def embed_paths(run_dir, paths: Sequence[str], *, workspace=None,
-                progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Embed image files (e.g. an unseen folder) through the workspace's resized-image cache.
+def embed_paths(run_dir, paths: Sequence[str], *, workspace=None, progress: ProgressFn | None = None,
+                engine: str = "local") -> tuple[np.ndarray, np.ndarray]:
+    """Embed image files (e.g. an unseen folder) through the workspace's resized-image cache (or on Ray:
+    ``engine``, see :func:`core.embeddings.forward.forward_samples`).
 
     Returns
     -------
     vectors : ndarray of shape (M, D), float32, for the decodable files only
     ok : ndarray of shape (len(paths),), bool -- which files were decodable
     """
-    from core.images import ImageCache
-
     rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     ws = runs.run_workspace(rd, workspace)
     frame = pd.DataFrame({"path": [str(p) for p in paths]})
-    arrays = ImageCache(ws.cache_dir / "images").arrays(frame, image_size(rd))
-    ok = np.asarray(arrays.ok, dtype=bool)
-    vecs, _ = _forward(_twin_model(rd), arrays.images[np.flatnonzero(ok)] if ok.any() else
-                       np.zeros((0, *arrays.images.shape[1:]), np.uint8), progress=progress)
+    rows, (_, vecs) = forward_samples(frame, image_size(rd), {"run": str(rd.path)}, ws, engine=engine,
+                                      progress=progress)
+    ok = np.zeros(len(frame), bool)
+    ok[rows] = True
     return vecs, ok
 
 
@@ -417,7 +388,7 @@ def embeddings_fresh(run_dir, *, workspace=None) -> bool:
 
 
 def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None = None,
-                       force: bool = False) -> Embeddings:
+                       force: bool = False, engine: str = "local") -> Embeddings:
     """Embeddings of every sample of a run's dataset, computed once and cached in the run directory.
 
     Images come from the workspace's resized-image cache at the run's image size; the
@@ -435,6 +406,9 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
         Called while images are decoded and embedded (decoding counts as the first half).
     force : bool
         Recompute even when the cache is valid.
+    engine : {"local", "ray"}
+        Where the images are decoded and embedded when the cache is stale (see
+        :func:`core.embeddings.forward.forward_samples`); the cached result is the same.
 
     Returns
     -------
@@ -446,8 +420,6 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
     ValueError
         Not a finished run, no dataset recorded, or no layer named ``"embedding"``.
     """
-    from core.images import ImageCache
-
     rd = runs.as_run_dir(run_dir)
     _check_run(rd)
     run = runs.open_run(rd, workspace)  # each of the run's files read once
@@ -465,20 +437,8 @@ def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None =
             return cached[0]
     n = len(samples)
     total = 2 * max(n, 1)
-    decode_progress = (lambda done, tot: progress(done, total)) if progress else None
-    arrays = ImageCache(ws.cache_dir / "images").arrays(samples, size, progress=decode_progress)
-    ok = np.flatnonzero(np.asarray(arrays.ok, dtype=bool))
-    twin = _twin_model(rd)
-    probs = np.zeros((0, int(twin.outputs[0].shape[-1])), np.float32)  # twin: [predictions, embedding]
-    vectors = np.zeros((0, int(twin.outputs[1].shape[-1])), np.float32)
-    chunks_v, chunks_p = [vectors], [probs]
-    step = 4096  # gather from the memmap in chunks: bounded memory at 100k images
-    for start in range(0, len(ok), step):
-        rows = ok[start:start + step]
-        v, p = _forward(twin, arrays.images[rows], progress=progress, offset=n + start, total=total)
-        chunks_v.append(v)
-        chunks_p.append(p)
-    vectors, probs = np.concatenate(chunks_v), np.concatenate(chunks_p)
+    ok, (probs, vectors) = forward_samples(samples, size, {"run": str(rd.path)}, ws, engine=engine,
+                                           progress=progress)  # the twin: [predictions, embedding]
     kept = samples.iloc[ok].reset_index(drop=True)
     labels_json = run.labels
     classes, true, pred, extra = _labels_and_preds(labels_json, cfg, ds.schema, kept, probs)

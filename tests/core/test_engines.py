@@ -1,4 +1,5 @@
-"""core.engines: the Ray engine gives the local engine's rows, and survives an actor killed mid-batch.
+"""core.engines: on Ray, predict / embed / ood / audit give the local engine's results, and survive an actor
+killed mid-batch.
 
 A real 2-CPU Ray head is started for this module (``ray start --head``) and the CLI joins it through
 ``RAY_ADDRESS``, as a user's job would join a cluster: Loupe's ``core`` package travels to the actors
@@ -7,7 +8,9 @@ with the job (``runtime_env``), nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,9 +49,13 @@ def ray_address(tmp_path_factory):
         os.environ.pop("RAY_AUTH_MODE", None)
 
 
-def _predict_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", "predict", *args], cwd=REPO, capture_output=True, text=True,
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, timeout=600)
+
+
+def _predict_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return _cli("predict", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +120,49 @@ def _png(path: Path) -> Path:
 
     Image.new("RGB", (24, 20), (200, 30, 30)).save(path)
     return path
+
+
+def _run_copy(run: Path, dst: Path) -> Path:
+    """A copy of a finished run without its embeddings cache (so the engine under test computes them)."""
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("embeddings.npz"))
+    return dst
+
+
+def test_embed_and_ood_on_ray_give_the_local_map_and_scores(demo_multiclass_run, demo_workspace, flowers12,
+                                                            ray_address, tmp_path):
+    unseen = flowers12 / "test" / "daisy"
+    ws = ["--workspace", str(demo_workspace.root)]
+    out = {}
+    for engine in ("local", "ray"):
+        run = _run_copy(demo_multiclass_run, tmp_path / f"run-{engine}")
+        env = {"RAY_ADDRESS": ray_address} if engine == "ray" else {}
+        p = _cli("ood", str(run), "--unseen", str(unseen), "--json", "--engine", engine, *ws, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        csv = tmp_path / f"map-{engine}.csv"
+        p2 = _cli("embed", str(run), "--out", str(csv), "--engine", engine, *ws, env=env)
+        assert p2.returncode == 0, p2.stderr[-3000:]
+        out[engine] = (json.loads(p.stdout.strip().splitlines()[-1]), csv.read_bytes())
+    (ood_local, map_local), (ood_ray, map_ray) = out["local"], out["ray"]
+    assert ood_ray == {**ood_local, "run_dir": ood_ray["run_dir"]}  # same AUROC, threshold, counts
+    assert map_ray.replace(b"run-ray", b"run-local") == map_local  # same vectors, hence the same PCA map
+
+
+def test_audit_features_on_ray_give_the_local_flags(flowers12, keras_home, ray_address, tmp_path):
+    rows = sorted((flowers12 / "train").rglob("*.jpg"))[::6]
+    table = tmp_path / "labels.csv"
+    pd.DataFrame({"image": [str(p.relative_to(flowers12)) for p in rows],
+                  "label": [p.parent.name for p in rows]}).to_csv(table, index=False)
+    csvs = {}
+    for engine in ("local", "ray"):
+        csv = tmp_path / f"audit-{engine}.csv"
+        p = _cli("audit", str(flowers12), "--labels", str(table), "--image-column", "image", "--label-columns", "label",
+                 "--workspace", str(tmp_path / f"ws-{engine}"), "--only", "label_issue,near_duplicate",
+                 "--set", "label_issue_features=image+imagenet", "--set", "near_duplicate_features=pixels+imagenet",
+                 "--csv", str(csv), "--engine", engine, "--json",
+                 env={"KERAS_HOME": str(keras_home), **({"RAY_ADDRESS": ray_address} if engine == "ray" else {})})
+        assert p.returncode == 0, p.stderr[-3000:]
+        summary = json.loads(p.stdout.strip().splitlines()[-1])
+        assert summary["source"] == "features+imagenet" and not summary["notes"], summary  # the features were had
+        csvs[engine] = csv.read_bytes()
+    assert csvs["ray"] == csvs["local"]
+    assert len(pd.read_csv(tmp_path / "audit-local.csv")) > 0
