@@ -88,8 +88,21 @@ class Workspace:
     def demo_dir(self) -> Path:
         return self.root / "demo"
 
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "settings.json"
+
     def dataset_dir(self, dataset_id: str) -> Path:
         return self.datasets_dir / dataset_id
+
+    def settings(self) -> dict[str, Any]:
+        """The app's settings saved in this workspace (``settings.json``; {} when none or unreadable)."""
+        found = read_json(self.settings_path, {})
+        return found if isinstance(found, dict) else {}
+
+    def save_setting(self, name: str, value: Any) -> None:
+        """Save one setting (atomically; the others are kept)."""
+        atomic_write_json(self.settings_path, {**self.settings(), name: value})
 
     def ensure(self) -> "Workspace":
         """Create the folders and the database; raise :class:`WorkspaceError` if the root is not writable."""

@@ -109,11 +109,46 @@ def select_dataset(dataset_id: str) -> None:
     st.session_state[_PENDING_DATASET] = dataset_id
 
 
+ENGINE_KEY = "batch_engine"
+
+
+def engine(ws: Workspace) -> str:
+    """The batch engine chosen in the sidebar's settings (saved in the workspace), ``local`` by default."""
+    from core.engines import ENGINES
+
+    chosen = ws.settings().get("engine", "local")
+    return chosen if chosen in ENGINES else "local"
+
+
+def _engine_setting(ws: Workspace) -> None:
+    from core.engines import ENGINES
+
+    def save() -> None:
+        try:
+            ws.save_setting("engine", st.session_state[ENGINE_KEY])
+        except OSError as exc:
+            st.session_state["_engine_error"] = f"The setting could not be saved: {exc}"
+
+    st.session_state[ENGINE_KEY] = engine(ws)
+    with st.expander("Settings"):
+        st.selectbox("Batch engine", list(ENGINES), key=ENGINE_KEY, on_change=save,
+                     help="Where the Clean page's ImageNet features and the Embeddings page's embeddings are "
+                          "computed: " + "; ".join(f"{k}: {v}" for k, v in ENGINES.items()) + ". Predictions of "
+                          "uploads stay in the app's process.")
+        if st.session_state.get(ENGINE_KEY) == "ray":
+            where = os.environ.get("RAY_ADDRESS")
+            st.caption(f"Ray cluster at `{esc(where)}`" if where else
+                       "No `RAY_ADDRESS` set: each job starts a local Ray (about 15 s before the first image).")
+        if st.session_state.get("_engine_error"):
+            st.error(st.session_state.pop("_engine_error"))
+
+
 def sidebar(ws: Workspace) -> None:
-    """Workspace path and the dataset picker, on every page."""
+    """Workspace path, the dataset picker and the settings, on every page."""
     rows = ws.list_datasets()
     with st.sidebar:
         st.caption(f"Workspace: `{ws.root}`")
+        _engine_setting(ws)
         if not rows:
             st.info("No dataset yet: add one on the Data page.")
             return

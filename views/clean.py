@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core import audit, charts, review
+from core.engines import EngineError
 from ui import state
 from ui.state import esc
 
@@ -174,8 +175,9 @@ def audit_panel(result) -> None:
             bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Auditing… {stage}")
 
         try:
-            res = audit.audit_dataset(ds, workspace=ws, config=cfg, run_dir=runs_.get(source), progress=progress)
-        except (ValueError, OSError) as exc:
+            res = audit.audit_dataset(ds, workspace=ws, config=cfg, run_dir=runs_.get(source), progress=progress,
+                                      engine=state.engine(ws))
+        except (ValueError, OSError, EngineError) as exc:
             bar.empty()
             st.error(f"The audit failed: {exc}")
             return

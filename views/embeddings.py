@@ -12,6 +12,7 @@ import streamlit as st
 from core import embedding_charts as charts
 from core import embeddings as E
 from core import runs
+from core.engines import EngineError
 from core.workspace import WorkspaceError, confine
 from ui import state
 
@@ -127,9 +128,9 @@ if source == "run":
         st.stop()
     try:
         if not E.embeddings_fresh(rd.path, workspace=ws):  # first visit: compute (with progress), cache on disk
-            E.compute_embeddings(rd.path, workspace=ws, progress=_progress)
+            E.compute_embeddings(rd.path, workspace=ws, progress=_progress, engine=state.engine(ws))
         emb = _embeddings(str(rd.path), state.mtime(rd.model), state.mtime(E.embeddings_path(rd)), str(ws.root))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EngineError) as exc:
         progress_slot.empty()
         st.error(f"Cannot embed run {state.esc(rd.run_id)}: {state.esc(exc)}")
         st.stop()
@@ -158,7 +159,7 @@ else:
                   on_click=lambda: st.session_state.update({f"emb_bb_go_{dataset_id}": True}))
         st.stop()
     try:
-        E.backbone_embeddings(ws, dataset_id, progress=_progress)  # a no-op when cached on disk
+        E.backbone_embeddings(ws, dataset_id, progress=_progress, engine=state.engine(ws))  # no-op when cached
         emb = _bb_embeddings(str(ws.root), dataset_id, state.mtime(bb_path))
     except Exception as exc:  # noqa: BLE001 - WeightsUnavailable (offline) or an unreadable dataset: say why
         progress_slot.empty()

@@ -112,3 +112,20 @@ def test_folder_dataset_with_given_split(loupe_home, flowers12):
     assert at.metric[0].value == "multiclass"
     assert at.metric[1].value == "960"
     assert at.metric[3].value == "720·0·240"
+
+
+def test_batch_engine_setting_is_saved_in_the_workspace_and_survives_a_restart(loupe_home, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    at = _app().run()
+    box = at.sidebar.selectbox(key="batch_engine")
+    assert box.value == "local" and box.options == ["local", "ray"]
+    box.set_value("ray").run()
+    assert not at.exception
+    assert Workspace(loupe_home).settings() == {"engine": "ray"}
+    assert any("starts a local Ray" in c.value for c in at.sidebar.caption)
+    again = _app().run()  # a new session (a server restart reads the same file)
+    assert again.sidebar.selectbox(key="batch_engine").value == "ray"
+    # a damaged settings file: the default, and the page still works
+    (loupe_home / "settings.json").write_text("{not json")
+    fresh = _app().run()
+    assert not fresh.exception and fresh.sidebar.selectbox(key="batch_engine").value == "local"
