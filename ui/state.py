@@ -148,9 +148,9 @@ def sidebar(ws: Workspace) -> None:
     rows = ws.list_datasets()
     with st.sidebar:
         st.caption(f"Workspace: `{ws.root}`")
-        _engine_setting(ws)
         if not rows:
             st.info("No dataset yet: add one on the Data page.")
+            _engine_setting(ws)
             return
         ids = [r["dataset_id"] for r in rows]
         if st.session_state.get(_PENDING_DATASET) in ids:
@@ -159,6 +159,7 @@ def sidebar(ws: Workspace) -> None:
         if st.session_state.get(DATASET_KEY) not in ids:
             st.session_state[DATASET_KEY] = ids[0]
         st.selectbox("Dataset", ids, format_func=names.get, key=DATASET_KEY)
+        _engine_setting(ws)
 
 
 RUN_KEY = "run_id"
