@@ -32,6 +32,40 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return v / np.maximum(norms, 1e-12)
 
 
+def cosine_index(vectors: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
+    """A faiss inner-product index of ``vectors`` scaled to unit length: exhaustive up to ``exact_limit``
+    rows, an inverted-file index (``4 * sqrt(N)`` lists, :data:`NPROBE` probed) above."""
+    import faiss
+
+    v = unit_rows(vectors)
+    n, d = v.shape
+    if n <= exact_limit:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        index.train(v[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+        index.nprobe = NPROBE
+    index.add(v)
+    return index
+
+
+def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most cosine-similar indexed rows of each query (similarities best first, row indices;
+    ``-inf`` / ``-1`` where the index holds fewer than k), in chunks of bounded memory."""
+    q = unit_rows(queries)
+    k = int(min(k, index.ntotal))
+    sims, idxs = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
+    for a in range(0, len(q), _CHUNK):
+        s, i = index.search(q[a:a + _CHUNK], k)
+        sims.append(s)
+        idxs.append(i.astype(np.int64))
+    sim, idx = np.concatenate(sims), np.concatenate(idxs)
+    sim[idx < 0] = -np.inf
+    return sim, idx
+
+
 def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit: int = EXACT_LIMIT
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine similarity.
@@ -41,23 +75,12 @@ def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit:
     sim : float32 (N, k), similarities in [-1, 1], best first (``-inf`` where fewer than k exist)
     idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
     """
-    import faiss
-
     v = unit_rows(vectors)
-    n, d = v.shape
+    n = len(v)
     k = int(min(k, max(n - 1, 0)))
     if n == 0 or k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    if n <= exact_limit:
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        train = v[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-        index.train(train)
-        index.nprobe = NPROBE
-    index.add(v)
+    index = cosine_index(v, seed=seed, exact_limit=exact_limit)
     sims, idxs = [], []
     for a in range(0, n, _CHUNK):
         s, i = index.search(v[a:a + _CHUNK], k + 1)  # +1: the row itself is (usually) its own best match

@@ -132,26 +132,24 @@ class GMMOOD(OODModel):
 
 
 class KNNOOD(OODModel):
-    """Mean cosine distance to the k nearest train vectors (L2-normalised)."""
+    """Mean cosine distance to the k nearest train vectors, through a faiss index
+    (:func:`core.neighbors.cosine_index`: exact up to 50k train vectors, inverted lists above), so
+    scoring N images against M train vectors never builds an N x M matrix."""
 
     method = "knn"
 
     def fit(self, x: np.ndarray, labels: np.ndarray | None, *, k: int = 10) -> "KNNOOD":
-        from sklearn.neighbors import NearestNeighbors
+        from core.neighbors import cosine_index
 
         self.k = int(max(1, min(k, len(x))))
-        self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(self._norm(x))
+        self.index_ = cosine_index(np.asarray(x, np.float32))
         return self
 
-    @staticmethod
-    def _norm(x: np.ndarray) -> np.ndarray:
-        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
-
     def score(self, vectors: np.ndarray) -> np.ndarray:
-        x = _check_vectors(vectors).astype(np.float64)
-        dist, _ = self.nn_.kneighbors(self._norm(x))
-        # euclidean distance between unit vectors -> cosine distance = d^2 / 2
-        return (dist ** 2 / 2.0).mean(axis=1)
+        from core.neighbors import cosine_search
+
+        sim, _ = cosine_search(self.index_, _check_vectors(vectors).astype(np.float32), self.k)
+        return (1.0 - sim.astype(np.float64)).mean(axis=1)  # cosine distance
 
 
 _OOD_CLASSES = {"mahalanobis": MahalanobisOOD, "gmm": GMMOOD, "knn": KNNOOD}

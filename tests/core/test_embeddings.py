@@ -200,6 +200,16 @@ def test_ood_scores_are_higher_far_from_training(method):
     assert model.score(far).min() > model.score(x[splits == "train"]).max()
 
 
+def test_knn_ood_is_the_mean_cosine_distance_to_the_10_nearest_train_vectors():
+    rng = np.random.default_rng(0)
+    train, query = rng.normal(size=(300, 24)).astype(np.float32), rng.normal(size=(40, 24)).astype(np.float32)
+    emb = _fake_embeddings(train, np.zeros(300, int), np.full(300, "train"))
+    got = E.fit_ood(emb, method="knn").score(query)
+    unit = (lambda a: a / np.linalg.norm(a, axis=1, keepdims=True))
+    dist = 1.0 - unit(query) @ unit(train).T  # the N x M matrix the faiss index avoids, as a reference
+    np.testing.assert_allclose(got, np.sort(dist, axis=1)[:, :10].mean(axis=1), atol=1e-5)
+
+
 def test_threshold_at_fpr_and_auroc_against_naive_references():
     s = np.arange(100, dtype=float)
     assert E.threshold_at_fpr(s, 0.05) == 95.0 and (s > 95.0).mean() == 0.04
