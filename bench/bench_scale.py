@@ -193,7 +193,8 @@ def pipeline(images: Path, table: Path, run: Path, work: Path) -> dict:
     with Stage("audit", n, out):
         res = audit.audit_dataset(ds, workspace=ws, config={"label_issue_features": "image",
                                                             "near_duplicate_features": "pixels"})
-    out["audit"]["flags"] = {k: int(v) for k, v in res.counts.items()} if hasattr(res, "counts") else None
+    out["audit"]["flags"] = {k: int(v) for k, v in res.counts.items()}
+    out["audit"]["detector_s"] = dict(res.timings)
     with Stage("imagenet_features", n, out):
         emb = embeddings.backbone_embeddings(ws, ds.dataset_id)
     with Stage("near_duplicates_imagenet", n, out):
@@ -253,6 +254,7 @@ def main(argv: list[str]) -> int:
         images = tmp / "images"
         gen_s, rows = make_images(images, max(sizes))
         results["generate_s"] = round(gen_s, 1)
+        results["source_photos"] = len(_sources())
         table = pd.DataFrame(rows, columns=["image", "label"])
         probe_table = tmp / "probe.csv"
         table.iloc[:min(PROBE_ROWS, len(table))].to_csv(probe_table, index=False)

@@ -270,9 +270,45 @@ def _load(r: dict) -> Iterator[Row]:
 
 
 #: Result file stem -> row builder, in table order.
+#: Stages of bench_scale, in pipeline order -> what the row calls them.
+SCALE_STAGES = {
+    "load": "load (decode every image into the cache)",
+    "audit": "audit, every detector (cheap features: the offline default)",
+    "imagenet_features": "ImageNet features (MobileNetV2-0.35, 96 px)",
+    "near_duplicates_imagenet": "near duplicates on ImageNet features (faiss + keypoints)",
+    "pca": "PCA map",
+    "umap": "UMAP map (fitted on 20,000, `transform` for the rest)",
+    "ood": "OOD: kNN scorer (faiss) fitted on train, every image scored",
+    "predict": "batch predict (MobileNetV2-0.35 probe run, 96 px)",
+}
+
+
+def _scale(r: dict) -> Iterator[Row]:
+    rows = r.get("rows") or []
+    if not rows:
+        return
+    sizes = " / ".join(f"{x['n'] // 1000}k" for x in rows)
+    for stage, what in SCALE_STAGES.items():
+        if stage not in rows[0]:
+            continue
+        k = (r.get("growth_exponent") or {}).get(stage)
+        yield (f"scale, {what}: {sizes} edited copies of cub100 and flowers12 photos",
+               " / ".join(f"{x[stage]['seconds']:,.1f} s ({x[stage]['images_per_s']:,.0f} images/s)" for x in rows),
+               "peak resident memory " + " / ".join(f"{x[stage]['peak_rss_mb'] / 1024:.1f}" for x in rows) + " GB",
+               "" if k is None else f"time ∝ N^{k:.2f}", "`bench/bench_scale.py`")
+    src = r.get("source_photos")
+    yield (f"scale, the whole pipeline above: {sizes} images (one fresh process per size)",
+           " / ".join(f"{x['total_s'] / 60:,.1f} min" for x in rows),
+           "peak resident memory " + " / ".join(f"{x['peak_rss_mb'] / 1024:.1f}" for x in rows) + " GB",
+           (f"the copies come from {src:,} photos, so each appears about {rows[-1]['n'] / src:.0f} times at "
+            f"{rows[-1]['n'] // 1000}k: near-duplicate groups grow with N; UMAP's time includes numba's compilation "
+            "in each fresh process") if src else "", "`bench/bench_scale.py`")
+
+
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "bench_cache": _cache, "bench_training": _training, "bench_quality": _quality, "bench_audit": _audit,
     "bench_evaluate": _evaluate, "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
+    "bench_scale": _scale,
 }
 
 

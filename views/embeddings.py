@@ -250,6 +250,9 @@ with tab_map:
     if method == "pca":
         evr = proj.params.get("explained_variance_ratio", [])
         note += f"; variance explained {sum(evr):.0%}"
+    if proj.params.get("fit_size"):
+        note += (f"; UMAP fitted on a random {proj.params['fit_size']:,} of them, the rest placed on that map "
+                 "with transform")
     note += f"; {proj.params.get('seconds', time.perf_counter() - t0):.1f} s to fit"
     st.caption(note)
 
