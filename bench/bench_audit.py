@@ -383,11 +383,10 @@ FLIP_SEEDS = (0, 1, 2)
 
 
 def _prf(truth: np.ndarray, flagged: np.ndarray) -> dict:
+    """:func:`_pr` of boolean masks over the same images, plus F1."""
     tp = int((truth & flagged).sum())
-    p = tp / flagged.sum() if flagged.any() else None
-    r = tp / truth.sum()
-    return {"precision": None if p is None else round(p, 3), "recall": round(r, 3),
-            "f1": round(2 * p * r / (p + r), 3) if p else 0.0, "flagged": int(flagged.sum())}
+    return {**_pr(set(np.flatnonzero(truth)), set(np.flatnonzero(flagged))),
+            "f1": round(2 * tp / int(truth.sum() + flagged.sum()), 3) if flagged.any() else 0.0}
 
 
 def paired_f1_bootstrap(truth: np.ndarray, a: np.ndarray, b: np.ndarray, *, resamples: int = 2000,

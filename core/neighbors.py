@@ -35,30 +35,36 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 def cosine_index(vectors: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
     """A faiss inner-product index of ``vectors`` scaled to unit length: exhaustive up to ``exact_limit``
     rows, an inverted-file index (``4 * sqrt(N)`` lists, :data:`NPROBE` probed) above."""
+    return _index(unit_rows(vectors), seed=seed, exact_limit=exact_limit)
+
+
+def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most cosine-similar indexed rows of each query (similarities best first, row indices;
+    ``-inf`` / ``-1`` where the index holds fewer than k), in chunks of bounded memory."""
+    return _search(index, unit_rows(queries), k)
+
+
+def _index(unit: np.ndarray, *, seed: int, exact_limit: int):
     import faiss
 
-    v = unit_rows(vectors)
-    n, d = v.shape
+    n, d = unit.shape
     if n <= exact_limit:
         index = faiss.IndexFlatIP(d)
     else:
         nlist = int(4 * np.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        index.train(v[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+        index.train(unit[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
         index.nprobe = NPROBE
-    index.add(v)
+    index.add(unit)
     return index
 
 
-def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most cosine-similar indexed rows of each query (similarities best first, row indices;
-    ``-inf`` / ``-1`` where the index holds fewer than k), in chunks of bounded memory."""
-    q = unit_rows(queries)
+def _search(index, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = int(min(k, index.ntotal))
     sims, idxs = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
-    for a in range(0, len(q), _CHUNK):
-        s, i = index.search(q[a:a + _CHUNK], k)
+    for a in range(0, len(unit_queries), _CHUNK):
+        s, i = index.search(unit_queries[a:a + _CHUNK], k)
         sims.append(s)
         idxs.append(i.astype(np.int64))
     sim, idx = np.concatenate(sims), np.concatenate(idxs)
@@ -80,18 +86,10 @@ def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit:
     k = int(min(k, max(n - 1, 0)))
     if n == 0 or k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    index = cosine_index(v, seed=seed, exact_limit=exact_limit)
-    sims, idxs = [], []
-    for a in range(0, n, _CHUNK):
-        s, i = index.search(v[a:a + _CHUNK], k + 1)  # +1: the row itself is (usually) its own best match
-        rows = np.arange(a, a + len(s))[:, None]
-        self_hit = i == rows
-        # drop the self match (or, when a tie pushed it out, the last column) keeping order
-        drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)
-        keep = np.ones_like(self_hit)
-        keep[np.arange(len(s)), drop] = False
-        sims.append(s[keep].reshape(len(s), k))
-        idxs.append(i[keep].reshape(len(s), k))
-    sim, idx = np.concatenate(sims), np.concatenate(idxs).astype(np.int64)
-    sim[idx < 0] = -np.inf
-    return sim, idx
+    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit), v, k + 1)  # +1: a row is (usually) its own best match
+    self_hit = i == np.arange(n)[:, None]
+    # drop the self match (or, when a tie pushed it out, the last column) keeping order
+    drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)
+    keep = np.ones_like(self_hit)
+    keep[np.arange(n), drop] = False
+    return s[keep].reshape(n, k), i[keep].reshape(n, k)

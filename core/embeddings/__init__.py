@@ -26,7 +26,9 @@ Vocabulary: a run's dataset has N samples; the run's model has a layer named
 
 Where each part lives (this file only re-exports them; the arrows run down this list):
 
-* :mod:`core.embeddings.compute` -- :class:`Embeddings`, the run look-ups, the model cache,
+* :mod:`core.embeddings.forward` -- the model cache and the one forward pass over a dataset's images
+  (:func:`~core.embeddings.forward.forward_samples`), in this process or on Ray.
+* :mod:`core.embeddings.compute` -- :class:`Embeddings`, the run look-ups,
   :func:`embed_images` / :func:`embed_paths` / :func:`find_images`, :func:`compute_embeddings`
   and its ``embeddings.npz`` cache (:func:`load_embeddings`, :func:`embeddings_fresh`).
 * :mod:`core.embeddings.projection` -- :func:`project` (PCA / UMAP), :func:`warm_up_umap`,
@@ -42,7 +44,6 @@ TensorFlow, scikit-learn and umap-learn are imported inside the functions that u
 """
 
 from core.embeddings.compute import (
-    BATCH_SIZE,
     EMBEDDINGS_FILE,
     Embeddings,
     ProgressFn,
@@ -56,6 +57,7 @@ from core.embeddings.compute import (
     image_size,
     load_embeddings,
 )
+from core.embeddings.forward import BATCH_SIZE
 from core.embeddings.projection import (
     PROJECTION_METHODS,
     PROJECTIONS,

@@ -25,7 +25,7 @@ from core.embeddings.compute import (
     _load_cached,
     _save,
 )
-from core.embeddings.forward import backbone_model, forward_samples, predict_outputs
+from core.embeddings.forward import forward_paths, forward_samples
 from core.workspace import Workspace
 
 #: The backbone used for a dataset without a run (ImageNet MobileNetV2-0.35, global average pooled).
@@ -96,10 +96,6 @@ def backbone_embed_paths(paths: Sequence[str], *, workspace: Workspace, backbone
                          alpha: float = BACKBONE["alpha"],
                          image_size: int = BACKBONE["image_size"]) -> tuple[np.ndarray, np.ndarray]:
     """Embed image files with the pretrained backbone (as :func:`backbone_embeddings`); returns (vectors, ok)."""
-    from core.images import ImageCache
-
-    arrays = ImageCache(workspace.cache_dir / "images").arrays(pd.DataFrame({"path": [str(p) for p in paths]}),
-                                                              image_size)
-    ok = np.asarray(arrays.ok, dtype=bool)
-    model = backbone_model(backbone, alpha, image_size)
-    return predict_outputs(model, arrays.images[np.flatnonzero(ok)])[0], ok
+    ok, (vectors,) = forward_paths(paths, image_size, {"backbone": backbone, "alpha": alpha, "size": image_size},
+                                   workspace)
+    return vectors, ok

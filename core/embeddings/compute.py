@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core import runs
-from core.embeddings.forward import BATCH_SIZE, _PREDICT_LOCK, _twin_model, forward_samples
+from core.embeddings.forward import _twin_model, forward_paths, forward_samples, predict_outputs
 from core.workspace import atomic_write_bytes
 
 #: File of the cached embeddings inside a run directory.
@@ -160,30 +160,6 @@ def _check_run(rd: runs.RunDir) -> None:
         raise ValueError(f"{rd.path} has no {rd.labels.name}: the run has not finished preparing its labels")
 
 
-# ---------------------------------------------------------------------------
-# The model (loaded once per checkpoint, guarded by a lock: Keras predict is not thread-safe)
-# ---------------------------------------------------------------------------
-
-def _forward(twin, images: np.ndarray, *, progress: ProgressFn | None = None,
-             offset: int = 0, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    n = len(images)
-    total = n if total is None else total
-    vecs, probs = [], []
-    with _PREDICT_LOCK:
-        for start in range(0, n, BATCH_SIZE):
-            batch = np.asarray(images[start:start + BATCH_SIZE], dtype=np.float32)
-            p, e = twin.predict_on_batch(batch)
-            vecs.append(np.asarray(e, dtype=np.float32).reshape(len(batch), -1))
-            probs.append(np.asarray(p, dtype=np.float32).reshape(len(batch), -1))
-            if progress:
-                progress(offset + min(start + BATCH_SIZE, n), total)
-    if not vecs:
-        k = int(twin.outputs[0].shape[-1])
-        d = int(twin.outputs[1].shape[-1])
-        return np.zeros((0, d), np.float32), np.zeros((0, k), np.float32)
-    return np.concatenate(vecs), np.concatenate(probs)
-
-
 def embed_images(run_dir, images: np.ndarray) -> np.ndarray:
     """Embed images with a run's model.
 
@@ -205,7 +181,7 @@ def embed_images(run_dir, images: np.ndarray) -> np.ndarray:
     if images.ndim != 4 or images.shape[1:] != (size, size, 3):
         raise ValueError(f"images must have shape (N, {size}, {size}, 3) for run {rd.run_id}; "
                          f"received shape {images.shape}")
-    vecs, _ = _forward(_twin_model(rd), images)
+    _, vecs = predict_outputs(_twin_model(rd), images)  # the twin: [predictions, embedding]
     return vecs
 
 
@@ -213,7 +189,8 @@ def embed_images_with_probs(run_dir, images: np.ndarray) -> tuple[np.ndarray, np
     """Like :func:`embed_images`, also returning the model's probabilities (N, K)."""
     rd = runs.as_run_dir(run_dir)
     _check_run(rd)
-    return _forward(_twin_model(rd), np.asarray(images))
+    probs, vecs = predict_outputs(_twin_model(rd), np.asarray(images))
+    return vecs, probs
 
 
 def embed_paths(run_dir, paths: Sequence[str], *, workspace=None, progress: ProgressFn | None = None,
@@ -228,12 +205,8 @@ def embed_paths(run_dir, paths: Sequence[str], *, workspace=None, progress: Prog
     """
     rd = runs.as_run_dir(run_dir)
     _check_run(rd)
-    ws = runs.run_workspace(rd, workspace)
-    frame = pd.DataFrame({"path": [str(p) for p in paths]})
-    rows, (_, vecs) = forward_samples(frame, image_size(rd), {"run": str(rd.path)}, ws, engine=engine,
-                                      progress=progress)
-    ok = np.zeros(len(frame), bool)
-    ok[rows] = True
+    ok, (_, vecs) = forward_paths(paths, image_size(rd), {"run": str(rd.path)}, runs.run_workspace(rd, workspace),
+                                  engine=engine, progress=progress)
     return vecs, ok
 
 

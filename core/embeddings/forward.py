@@ -124,6 +124,17 @@ def forward_samples(samples: pd.DataFrame, size: int, spec: dict, workspace: Wor
     return ok, outs
 
 
+def forward_paths(paths, size: int, spec: dict, workspace: Workspace, *, engine: str = "local",
+                  progress: ProgressFn | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`forward_samples` for image files: ``ok`` (a bool mask over ``paths``) and the outputs of the
+    decodable ones."""
+    frame = pd.DataFrame({"path": [str(p) for p in paths]})
+    rows, outs = forward_samples(frame, size, spec, workspace, engine=engine, progress=progress)
+    ok = np.zeros(len(frame), bool)
+    ok[rows] = True
+    return ok, outs
+
+
 class _RayForward:
     """A Ray Data actor: builds the model once, then decodes and predicts batch after batch of rows."""
 
