@@ -1,6 +1,7 @@
-"""Nearest neighbours by cosine similarity without an N x N matrix (faiss).
+"""Nearest neighbours by cosine similarity or Euclidean distance without an N x N matrix (faiss).
 
-:func:`cosine_neighbors` finds each vector's ``k`` most similar others. Below
+:func:`cosine_neighbors` finds each vector's ``k`` most similar others, :func:`l2_neighbors`
+its ``k`` closest by squared Euclidean distance. Below
 :data:`EXACT_LIMIT` vectors it searches exhaustively (``IndexFlatIP`` on unit vectors: exact,
 and at 50k x 1280 floats still seconds on 2 cores); above, an inverted-file index
 (``IndexIVFFlat``: ``4 * sqrt(N)`` lists trained on a sample, :data:`NPROBE` probed), so time
@@ -44,31 +45,33 @@ def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return _search(index, unit_rows(queries), k)
 
 
-def _index(unit: np.ndarray, *, seed: int, exact_limit: int):
+def _index(rows: np.ndarray, *, seed: int, exact_limit: int, l2: bool = False):
+    """Inner-product (or, with ``l2``, squared Euclidean) faiss index of float32 ``rows``."""
     import faiss
 
-    n, d = unit.shape
+    n, d = rows.shape
+    flat = faiss.IndexFlatL2 if l2 else faiss.IndexFlatIP
     if n <= exact_limit:
-        index = faiss.IndexFlatIP(d)
+        index = flat(d)
     else:
         nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(flat(d), d, nlist, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        index.train(unit[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
+        index.train(rows[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
         index.nprobe = NPROBE
-    index.add(unit)
+    index.add(rows)
     return index
 
 
-def _search(index, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _search(index, queries: np.ndarray, k: int, *, missing: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
     k = int(min(k, index.ntotal))
     sims, idxs = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
-    for a in range(0, len(unit_queries), _CHUNK):
-        s, i = index.search(unit_queries[a:a + _CHUNK], k)
+    for a in range(0, len(queries), _CHUNK):
+        s, i = index.search(queries[a:a + _CHUNK], k)
         sims.append(s)
         idxs.append(i.astype(np.int64))
     sim, idx = np.concatenate(sims), np.concatenate(idxs)
-    sim[idx < 0] = -np.inf
+    sim[idx < 0] = missing
     return sim, idx
 
 
@@ -81,12 +84,29 @@ def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit:
     sim : float32 (N, k), similarities in [-1, 1], best first (``-inf`` where fewer than k exist)
     idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
     """
-    v = unit_rows(vectors)
+    return _others(unit_rows(vectors), k, seed=seed, exact_limit=exact_limit, l2=False)
+
+
+def l2_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit: int = EXACT_LIMIT
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows by squared Euclidean distance.
+
+    Returns
+    -------
+    dist : float32 (N, k), squared distances, nearest first (``inf`` where fewer than k exist)
+    idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
+    """
+    return _others(np.ascontiguousarray(vectors, dtype=np.float32), k, seed=seed, exact_limit=exact_limit, l2=True)
+
+
+def _others(v: np.ndarray, k: int, *, seed: int, exact_limit: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best other rows of the index of ``v`` (its own match removed)."""
     n = len(v)
     k = int(min(k, max(n - 1, 0)))
     if n == 0 or k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit), v, k + 1)  # +1: a row is (usually) its own best match
+    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit, l2=l2), v, k + 1,  # +1: a row is (usually) its own best match
+                   missing=np.inf if l2 else -np.inf)
     self_hit = i == np.arange(n)[:, None]
     # drop the self match (or, when a tie pushed it out, the last column) keeping order
     drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)

@@ -219,8 +219,10 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
     return out
 
 
-#: Candidate search chunk: rows x N distances at most this many elements (~1 MB per float32 temporary).
-_NN_CHUNK_ELEMENTS = 262_144
+#: Candidate pairs differ in log aspect ratio by at most this (|log(w/h) - log(w'/h')|).
+_MAX_LOG_ASPECT = 0.35
+#: Thumbnail neighbours searched per kept candidate (those of another aspect ratio are dropped).
+_ASPECT_SLACK = 4
 #: Crop boxes evaluated at once in the crop-aligned distance (~2.4 MB per 17 x 17 float64 temporary).
 _BOX_CHUNK = 1024
 
@@ -230,37 +232,30 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     """Pixel near duplicates: ``{(i, j): distance}`` of each matched pair (i < j).
 
     Candidates: each image's ``near_duplicate_neighbors`` nearest by coarse 8 px colour
-    thumbnail among images of similar aspect ratio (chunked, O(N^2) time, about 256k-element
-    chunks). Verified by the 95th percentile absolute difference of 16 px grayscale
-    thumbnails, directly (resized / recompressed copies) or after aligning the best crop
-    of the larger image (cropped copies). Blank images and extra exact copies are skipped.
+    thumbnail among images of similar aspect ratio (a faiss index, :func:`core.neighbors.l2_neighbors`:
+    exhaustive up to 50k images, inverted lists above; no N x N matrix). Verified by the 95th
+    percentile absolute difference of 16 px grayscale thumbnails, directly (resized /
+    recompressed copies) or after aligning the best crop of the larger image (cropped copies).
+    Blank images and extra exact copies are skipped.
     """
+    from core.neighbors import l2_neighbors
+
     idx = np.flatnonzero(ok & ~skip)
     idx = idx[exact_of[idx] == idx]  # one representative per exact-duplicate cluster
     if len(idx) < 2 or cfg.near_duplicate_neighbors < 1:
         return {}
     T = stats.thumb8[idx]
     T = T - T.mean(axis=1, keepdims=True)
-    sq = (T ** 2).sum(axis=1)
     la = np.log(np.maximum(widths[idx], 1) / np.maximum(heights[idx], 1)).astype(np.float32)
     k = min(cfg.near_duplicate_neighbors, len(idx) - 1)
-    found: list[np.ndarray] = []
-    rows = int(min(1024, max(16, _NN_CHUNK_ELEMENTS // len(idx))))  # a chunk's temporaries stay ~1-2 MB each
-    for a in range(0, len(idx), rows):
-        b = min(len(idx), a + rows)
-        d = T[a:b] @ T.T
-        d *= -2
-        d += sq[a:b, None]
-        d += sq[None, :]
-        d[np.abs(la[a:b, None] - la[None, :]) > 0.35] = np.inf  # aspect ratios must roughly agree
-        d[np.arange(b - a), np.arange(a, b)] = np.inf
-        nn = np.argpartition(d, k - 1, axis=1)[:, :k]
-        r = np.repeat(np.arange(b - a), k)
-        j = nn.reshape(-1)
-        live = np.isfinite(d[r, j])
-        i1, i2 = idx[a + r[live]], idx[j[live]]
-        found.append(np.stack([np.minimum(i1, i2), np.maximum(i1, i2)], axis=1))
-    cand = np.unique(np.concatenate(found), axis=0).astype(np.int64)  # each pair once, sorted
+    # the nearest _ASPECT_SLACK * k, of which the k nearest of a similar aspect ratio are kept
+    d2, nn = l2_neighbors(T, _ASPECT_SLACK * k, seed=cfg.seed)
+    live = (nn >= 0) & np.isfinite(d2)
+    live &= np.abs(la[:, None] - la[np.maximum(nn, 0)]) <= _MAX_LOG_ASPECT
+    live &= np.cumsum(live, axis=1) <= k
+    r, c = np.nonzero(live)
+    i1, i2 = idx[r], idx[nn[r, c]]
+    cand = np.unique(np.stack([np.minimum(i1, i2), np.maximum(i1, i2)], axis=1), axis=0).astype(np.int64)  # each pair once
     if not len(cand):
         return {}
     direct = np.empty(len(cand), np.float32)

@@ -1,11 +1,11 @@
-"""core.neighbors: cosine nearest neighbours through faiss, exact and IVF, against scikit-learn's brute force."""
+"""core.neighbors: cosine and Euclidean nearest neighbours through faiss, exact and IVF, against scikit-learn's brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from core.neighbors import cosine_neighbors, unit_rows
+from core.neighbors import cosine_neighbors, l2_neighbors, unit_rows
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -41,3 +41,18 @@ def test_tiny_inputs_and_zero_rows():
     sim, idx = cosine_neighbors(np.array([[1, 0], [1, 0.01], [0, 0]], np.float32), 5)
     assert idx.shape == (3, 2) and idx[0, 0] == 1 and idx[1, 0] == 0
     assert np.isfinite(unit_rows(np.zeros((2, 3)))).all()
+
+
+def test_l2_search_equals_brute_force_exact_and_ivf():
+    x = _clustered(3000, 24, seed=2)
+    dist, idx = l2_neighbors(x, 4)
+    ref_d, ref_idx = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(x).kneighbors(x)
+    assert not (idx == np.arange(3000)[:, None]).any()
+    np.testing.assert_allclose(dist, ref_d[:, 1:] ** 2, rtol=1e-3, atol=1e-3)  # squared distances
+    assert (idx == ref_idx[:, 1:]).mean() > 0.99
+    assert (np.diff(dist, axis=1) >= -1e-4).all()  # nearest first
+    approx_d, approx = l2_neighbors(x, 1, exact_limit=500)
+    assert (approx[:, 0] == ref_idx[:, 1]).mean() >= 0.95
+    np.testing.assert_allclose(approx_d[:, 0], ((x - x[approx[:, 0]]) ** 2).sum(axis=1), rtol=1e-3, atol=1e-3)
+    d, i = l2_neighbors(x[:2], 5)  # fewer rows than k: the one other row
+    assert i.tolist() == [[1], [0]] and np.isfinite(d).all()
