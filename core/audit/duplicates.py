@@ -9,7 +9,7 @@ rows (:func:`_cluster_rows`).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from typing import Any, Callable
 
 import numpy as np
@@ -314,36 +314,70 @@ _ORB = {"nfeatures": 400, "edgeThreshold": 10, "patchSize": 10, "fastThreshold":
 _RANSAC_PX = 4.0
 
 
-def _keypoint_matches(images: np.ndarray, pairs: list[tuple[int, int]]) -> list[int]:
+#: Images whose keypoints are kept at once (~16 KB each: ~320 MB); the least recently used are recomputed.
+_KEYPOINT_CACHE = 20_000
+
+
+def _sweep_order(pairs: np.ndarray) -> np.ndarray:
+    """An order of the (i, j) ``pairs`` that visits each image's pairs close together.
+
+    Images are numbered by reverse Cuthill-McKee on the pair graph (a small bandwidth), pairs
+    sorted by their images' numbers: a bounded keypoint cache then misses rarely, where the
+    pairs' own order (copies of one photo far apart in the table) would recompute most images.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    nodes, inv = np.unique(pairs, return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    m = len(nodes)
+    g = coo_matrix((np.ones(len(inv), np.int8), (inv[:, 0], inv[:, 1])), shape=(m, m)).tocsr()
+    rank = np.empty(m, np.int64)
+    rank[reverse_cuthill_mckee((g + g.T).tocsr(), symmetric_mode=True)] = np.arange(m)
+    r = rank[inv]
+    return np.lexsort((r.max(axis=1), r.min(axis=1)))
+
+
+def _keypoint_matches(images: np.ndarray, pairs: list[tuple[int, int]], *, cache: int = _KEYPOINT_CACHE
+                      ) -> list[int]:
     """Per pair, the ORB keypoint matches (cross-checked) consistent with one affine transform (RANSAC inliers).
 
     Cached images are stretched to a square, so two crops of one photo differ by an affine map
     (scale per axis, shift, a small rotation), not just a similarity. Keypoints are computed
-    once per image, on its luminance; 0 when either image has too few.
+    on each image's luminance and kept for at most ``cache`` images at once (least recently
+    used dropped; pairs visited in :func:`_sweep_order`), so memory does not grow with the
+    dataset; 0 when either image has too few.
     """
     import cv2
 
+    if not pairs:
+        return []
     orb = cv2.ORB_create(**_ORB)
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    keys: dict[int, tuple] = {}
+    keys: OrderedDict[int, tuple] = OrderedDict()
 
     def keypoints(i: int) -> tuple:
-        if i not in keys:
-            gray = np.asarray(images[i], np.float32) @ _LUMA
-            kp, desc = orb.detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
-            keys[i] = (np.float32([k.pt for k in kp]).reshape(-1, 2), desc)
+        if i in keys:
+            keys.move_to_end(i)
+            return keys[i]
+        gray = np.asarray(images[i], np.float32) @ _LUMA
+        kp, desc = orb.detectAndCompute(np.clip(gray, 0, 255).astype(np.uint8), None)
+        keys[i] = (np.float32([k.pt for k in kp]).reshape(-1, 2), desc)
+        if len(keys) > cache:
+            keys.popitem(last=False)
         return keys[i]
 
-    out = []
-    for i, j in pairs:
+    arr = np.asarray(pairs, np.int64)
+    out = [0] * len(arr)
+    for t in _sweep_order(arr).tolist():
+        i, j = int(arr[t, 0]), int(arr[t, 1])
         (pa, da), (pb, db) = keypoints(i), keypoints(j)
         m = matcher.match(da, db) if da is not None and db is not None and len(pa) >= 8 and len(pb) >= 8 else ()
         if len(m) < 8:
-            out.append(0)
             continue
         _, inl = cv2.estimateAffine2D(pa[[x.queryIdx for x in m]], pb[[x.trainIdx for x in m]], method=cv2.RANSAC,
                                       ransacReprojThreshold=_RANSAC_PX)
-        out.append(0 if inl is None else int(inl.sum()))
+        out[t] = 0 if inl is None else int(inl.sum())
     return out
 
 

@@ -635,6 +635,30 @@ def _edited_copy(src: Path, dst: Path, rng: np.random.Generator) -> None:
                                                                              quality=int(rng.integers(60, 91)))
 
 
+def test_keypoint_matches_do_not_depend_on_the_cache_size_or_pair_order(flowers12, tmp_path):
+    """12 flowers12 photos and an edited copy of each, 96 px as the audit caches them: each photo
+    pairs with its copy and with 3 other photos. A cache of 2 images (recomputing most keypoints)
+    and reversed pairs give the same inlier counts as an unbounded cache; copies match, others not."""
+    from core.audit.duplicates import _keypoint_matches
+    from core.images import load_image, resize_image
+
+    rng = np.random.default_rng(0)
+    photos = sorted((flowers12 / "train").rglob("*.jpg"))[::40][:12]
+    images = []
+    for k, src in enumerate(photos):
+        _edited_copy(src, tmp_path / f"copy{k}.jpg", rng)
+        images += [resize_image(load_image(src), 96), resize_image(load_image(tmp_path / f"copy{k}.jpg"), 96)]
+    images = np.stack(images)
+    pairs = [(2 * k, 2 * k + 1) for k in range(12)] + [(2 * k, 2 * ((k + d) % 12)) for k in range(12) for d in (1, 3, 5)]
+    pairs = [(min(a, b), max(a, b)) for a, b in pairs]
+    full = _keypoint_matches(images, pairs, cache=10_000)
+    assert _keypoint_matches(images, pairs, cache=2) == full
+    assert _keypoint_matches(images, pairs[::-1], cache=3) == full[::-1]
+    copies, others = np.array(full[:12]), np.array(full[12:])
+    # measured: copies 94-157 inliers, other photos 7-14; the audit's threshold is NEAR_MATCHES (25)
+    assert copies.min() >= 2 * audit.NEAR_MATCHES > others.max() * 2, (copies, others)
+
+
 @pytest.mark.slow
 def test_imagenet_features_and_keypoints_find_edited_copies_of_real_photos(flowers12, keras_home, tmp_path):
     """Three flowers12 classes (240 photos) plus 16 edited copies. Pixels find none of the copies
