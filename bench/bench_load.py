@@ -15,7 +15,13 @@ an ``stException`` counts as a failure. Prints one JSON object as the last stdou
 per page baseline and loaded times (median / max), the loaded / baseline ratio, the overall
 max, failures, and what the training run did meanwhile.
 
-Usage: ``python bench/bench_load.py [--sessions 3] [--rounds 2]``. Needs Debian's chromium.
+With ``--workspace PATH`` it instead measures the pages on an existing workspace (its newest
+dataset, nothing training; :func:`page_renders`): one session, the first (cold: the server
+computes and caches) and the later (warm) visits of each page. ``bench_scale.py`` uses it on its
+100k-image workspace.
+
+Usage: ``python bench/bench_load.py [--sessions 3] [--rounds 2]`` or
+``python bench/bench_load.py --workspace PATH [--visits 3]``. Needs Debian's chromium.
 """
 
 from __future__ import annotations
@@ -126,8 +132,65 @@ async def visit(base: str, pages: list[tuple[str, str]], *, sessions: int, round
     return out, failures
 
 
+#: Pages measured on a large workspace (the ones that show every sample: tables, grids, the map).
+SCALE_PAGES = [("data", "/"), ("clean", "/clean"), ("embeddings", "/embeddings")]
+
+
+async def _visits(base: str, pages: list[tuple[str, str]], visits: int, timeout_ms: float
+                  ) -> tuple[dict[str, list[float]], list[str]]:
+    from playwright.async_api import async_playwright
+
+    out: dict[str, list[float]] = {}
+    failures: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = await ctx.new_page()
+        for name, path in pages:
+            for v in range(visits):
+                try:
+                    seconds, failed = await render(page, base + path, timeout_ms=timeout_ms)
+                except Exception as exc:  # noqa: BLE001 - a timeout is a result here
+                    failures.append(f"{name} visit {v}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                    continue
+                out.setdefault(name, []).append(seconds)
+                log(f"  {name} visit {v}: {seconds:.1f}s" + (" (stException!)" if failed else ""))
+                if failed:
+                    failures.append(f"{name} visit {v}: stException shown")
+        await browser.close()
+    return out, failures
+
+
+def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES, visits: int = 3,
+                 timeout_s: float = 900) -> dict:
+    """Render times of ``pages`` on an existing workspace: per page the first visit (cold) and the
+    median / max of the later ones (warm), one browser session, nothing else running."""
+    tmp = Path(tempfile.mkdtemp(prefix="loupe-bench-pages-"))
+    proc, url = start_server(workspace, tmp / "streamlit.log")
+    try:
+        times, failures = asyncio.run(_visits(url, pages, visits, timeout_s * 1000))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    result: dict = {"visits": visits, "pages": {}, "failures": failures}
+    for name, _ in pages:
+        t = times.get(name, [])
+        result["pages"][name] = {"cold_s": round(t[0], 2) if t else None,
+                                 "warm_median_s": round(statistics.median(t[1:]), 2) if len(t) > 1 else None,
+                                 "warm_max_s": round(max(t[1:]), 2) if len(t) > 1 else None}
+    warm = [v["warm_max_s"] for v in result["pages"].values() if v["warm_max_s"] is not None]
+    result["warm_max_s"] = max(warm) if warm else None
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workspace", type=Path, help="measure the pages on this existing workspace instead")
+    ap.add_argument("--visits", type=int, default=3, help="with --workspace: visits per page (the first is cold)")
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="visits of every page per session while training")
     ap.add_argument("--epochs", type=int, default=300,
@@ -136,6 +199,10 @@ def main() -> int:
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit("Debian's chromium is missing (apt-get install chromium)")
+    if args.workspace:
+        result = page_renders(args.workspace, visits=args.visits)
+        print(json.dumps(result, sort_keys=True))
+        return 0 if not result["failures"] else 1
 
     from core import demo, jobs, runs
     from core.training import recommended_config

@@ -1,13 +1,16 @@
 """Scale: the whole pipeline on 10k / 30k / 100k real-pixel images, on this machine.
 
-Images: edited copies of the cub100 and flowers12 photos (random crop of 60-100 % of the area,
-mirror, brightness and contrast +-15 %, resized to 112-224 px, JPEG quality 75-95), generated
-once into a temporary folder (never committed), class folders = the source photo's class (112
-classes). Size N is the first N of them (a labels CSV), so each larger set holds the smaller.
+Images: edited copies of the cub100, flowers12 and miml_scene photos (8,862 sources; random crop
+of 60-100 % of the area, mirror, brightness and contrast +-15 %, resized to 112-224 px, JPEG
+quality 75-95), generated once into a temporary folder (never committed), class folders = the
+source photo's class (117 classes; a miml_scene photo's first label). Size N is the first N of
+them (a labels CSV), so each larger set holds the smaller; at 100k each source photo appears
+about 11 times, so the near-duplicate detectors have real work at every size.
 
 Per size, in a fresh process (:func:`pipeline`), each stage is timed (wall), with images/s and
 the peak resident memory of the process and its children while the stage ran (sampled every
-0.2 s from /proc):
+0.2 s from /proc; ``peak_rss_mb`` all of it, ``peak_anon_mb`` its anonymous part: what the
+stage allocated, without the image cache's memory-mapped file pages, which the kernel can drop):
 
 1. ``load``: ``load_dataset`` (decoding every image into the workspace's cache);
 2. ``audit``: every detector, on cheap features (the offline default: no TensorFlow);
@@ -17,6 +20,9 @@ the peak resident memory of the process and its children while the stage ran (sa
 6. ``ood``: a k-nearest-neighbour OOD scorer fitted on the train split, scoring every image;
 7. ``predict``: a bundle-free ``Predictor`` of a probe run (trained once, on 2,000 of the images)
    over every image file.
+
+At the largest size, ``bench_load.page_renders`` then times the Data, Clean and Embeddings pages
+on that workspace in Chromium (first visit cold, later visits warm).
 
 The growth exponent k of each stage (time ∝ N^k) is the least-squares slope of log time on
 log N. Usage: ``python bench/bench_scale.py [--sizes 10000,30000,100000]``; prints one JSON object
@@ -43,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 DATASETS = REPO.parent / "shared" / "datasets"
 WEIGHTS = REPO.parent / "shared" / "weights" / "keras"
-SOURCES = ("cub100", "flowers12")
+SOURCES = ("cub100", "flowers12", "miml_scene")
 SIZES = (10_000, 30_000, 100_000)
 PROBE_ROWS = 2_000
 
@@ -54,8 +60,17 @@ PROBE_ROWS = 2_000
 
 def _sources() -> list[tuple[str, str]]:
     """(photo path, class) of every source photo."""
+    import pandas as pd
+
     out = []
     for name in SOURCES:
+        if (DATASETS / name / "labels.csv").exists() and (DATASETS / name / "images").is_dir():  # multi-hot table
+            table = pd.read_csv(DATASETS / name / "labels.csv")
+            names = list(table.columns[1:])
+            for row in table.itertuples(index=False):
+                first = next((c for c, v in zip(names, row[1:]) if v == 1), "none")
+                out.append((str(DATASETS / name / "images" / row[0]), f"{name}_{first}"))
+            continue
         for p in sorted((DATASETS / name).rglob("*.jpg")):
             out.append((str(p), f"{name}_{p.parent.name}"))
     return out
@@ -101,9 +116,9 @@ def make_images(root: Path, n: int) -> tuple[float, list[tuple[str, str]]]:
 # Memory and timing
 # ---------------------------------------------------------------------------
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory (kB) of ``pid`` and its descendants (from /proc)."""
-    total = 0
+def _tree_rss_kb(pid: int) -> tuple[int, int]:
+    """Resident memory (kB) of ``pid`` and its descendants (from /proc): (all of it, its anonymous part)."""
+    total = anon = 0
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -112,13 +127,14 @@ def _tree_rss_kb(pid: int) -> int:
                 for line in fh:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
-                        break
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1])
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo.extend(int(c) for c in fh.read().split())
         except (OSError, ValueError):
             continue
-    return total
+    return total, anon
 
 
 class Stage:
@@ -133,7 +149,7 @@ class Stage:
 
         def sample():
             while not self.stop.wait(0.2):
-                self.peak = max(self.peak, _tree_rss_kb(os.getpid()))
+                self.peak = tuple(map(max, self.peak, _tree_rss_kb(os.getpid())))
 
         self.thread = threading.Thread(target=sample, daemon=True)
         self.thread.start()
@@ -144,9 +160,9 @@ class Stage:
         seconds = time.perf_counter() - self.t
         self.stop.set()
         self.thread.join()
-        self.peak = max(self.peak, _tree_rss_kb(os.getpid()))
+        self.peak = tuple(map(max, self.peak, _tree_rss_kb(os.getpid())))
         self.out[self.name] = {"seconds": round(seconds, 2), "images_per_s": round(self.n / max(seconds, 1e-9), 1),
-                               "peak_rss_mb": round(self.peak / 1024, 1)}
+                               "peak_rss_mb": round(self.peak[0] / 1024, 1), "peak_anon_mb": round(self.peak[1] / 1024, 1)}
         print(json.dumps({"stage": self.name, "n": self.n, **self.out[self.name]}), file=sys.stderr, flush=True)
 
 
@@ -233,6 +249,7 @@ def growth(rows: list[dict]) -> dict:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    ap.add_argument("--no-pages", action="store_true", help="skip the page render times at the largest size")
     ap.add_argument("--one", nargs=4, metavar=("IMAGES", "TABLE", "RUN", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv[1:])
     if args.one:  # one size, in the fresh process the parent started (KERAS_HOME inherited)
@@ -272,8 +289,14 @@ def main(argv: list[str]) -> int:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["total_s"] = round(time.perf_counter() - t, 1)
             row["peak_rss_mb"] = max(v["peak_rss_mb"] for v in row.values() if isinstance(v, dict) and "peak_rss_mb" in v)
+            row["peak_anon_mb"] = max(v["peak_anon_mb"] for v in row.values() if isinstance(v, dict) and "peak_anon_mb" in v)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
+            if n == max(sizes) and not args.no_pages:
+                from bench.bench_load import page_renders
+
+                results["pages"] = {"n": n, **page_renders(tmp / f"ws_{n}")}
+                print(json.dumps(results["pages"]), flush=True)
             shutil.rmtree(tmp / f"ws_{n}", ignore_errors=True)
         results["growth_exponent"] = growth(results["rows"])
     finally:

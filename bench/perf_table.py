@@ -283,26 +283,42 @@ SCALE_STAGES = {
 }
 
 
+def _memory(rows: list[dict], x: dict | None = None) -> str:
+    """'peak resident memory a / b / c GB' (and its anonymous part, where measured) of rows or of one stage."""
+    pick = (lambda row: row) if x is None else (lambda row: row[x])
+    text = "peak resident memory " + " / ".join(f"{pick(row)['peak_rss_mb'] / 1024:.1f}" for row in rows) + " GB"
+    if all("peak_anon_mb" in pick(row) for row in rows):
+        text += " (allocated, without mapped image-cache pages: " + " / ".join(
+            f"{pick(row)['peak_anon_mb'] / 1024:.1f}" for row in rows) + " GB)"
+    return text
+
+
 def _scale(r: dict) -> Iterator[Row]:
     rows = r.get("rows") or []
     if not rows:
         return
     sizes = " / ".join(f"{x['n'] // 1000}k" for x in rows)
+    sources = " and ".join(", ".join(r.get("sources") or ["cub100", "flowers12"]).rsplit(", ", 1))
     for stage, what in SCALE_STAGES.items():
         if stage not in rows[0]:
             continue
         k = (r.get("growth_exponent") or {}).get(stage)
-        yield (f"scale, {what}: {sizes} edited copies of cub100 and flowers12 photos",
+        yield (f"scale, {what}: {sizes} edited copies of {sources} photos",
                " / ".join(f"{x[stage]['seconds']:,.1f} s ({x[stage]['images_per_s']:,.0f} images/s)" for x in rows),
-               "peak resident memory " + " / ".join(f"{x[stage]['peak_rss_mb'] / 1024:.1f}" for x in rows) + " GB",
-               "" if k is None else f"time ∝ N^{k:.2f}", "`bench/bench_scale.py`")
+               _memory(rows, stage), "" if k is None else f"time ∝ N^{k:.2f}", "`bench/bench_scale.py`")
     src = r.get("source_photos")
     yield (f"scale, the whole pipeline above: {sizes} images (one fresh process per size)",
-           " / ".join(f"{x['total_s'] / 60:,.1f} min" for x in rows),
-           "peak resident memory " + " / ".join(f"{x['peak_rss_mb'] / 1024:.1f}" for x in rows) + " GB",
+           " / ".join(f"{x['total_s'] / 60:,.1f} min" for x in rows), _memory(rows),
            (f"the copies come from {src:,} photos, so each appears about {rows[-1]['n'] / src:.0f} times at "
             f"{rows[-1]['n'] // 1000}k: near-duplicate groups grow with N; UMAP's time includes numba's compilation "
             "in each fresh process") if src else "", "`bench/bench_scale.py`")
+    pages = r.get("pages")
+    if pages and pages.get("pages"):
+        for name, v in pages["pages"].items():
+            yield (f"scale, {name} page render on the {pages['n'] // 1000}k-image workspace (Chromium, one session)",
+                   f"warm {f(v['warm_median_s'], ' s')} (max {f(v['warm_max_s'], ' s')})",
+                   f"first visit (cold: computes and caches) {f(v['cold_s'], ' s')}",
+                   f"{len(pages.get('failures') or [])} failures", "`bench/bench_scale.py` → `bench_load.page_renders`")
 
 
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {

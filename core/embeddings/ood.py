@@ -89,12 +89,21 @@ class MahalanobisOOD(OODModel):
         self.classes_ = list(groups)
         return self
 
+    #: Rows scored at once (bounds the (rows, D) float64 product with the precision matrix).
+    CHUNK = 4096
+
     def score(self, vectors: np.ndarray) -> np.ndarray:
+        """(x - m)' P (x - m) = x'Px - 2 x'Pm + m'Pm for every class mean m at once: matrix
+        products (BLAS), not a per-class loop over rows (a 3-operand einsum that took 6 s for 240
+        vectors of 1280 dims and 12 classes)."""
         x = _check_vectors(vectors).astype(np.float64)
-        best = np.full(len(x), np.inf)
-        for m in self.means_:
-            d = x - m
-            best = np.minimum(best, np.einsum("ij,jk,ik->i", d, self.precision_, d))
+        pm = self.means_ @ self.precision_  # (C, D)
+        mpm = (pm * self.means_).sum(axis=1)  # (C,)
+        best = np.empty(len(x))
+        for a in range(0, len(x), self.CHUNK):
+            xa = x[a:a + self.CHUNK]
+            xpx = ((xa @ self.precision_) * xa).sum(axis=1)
+            best[a:a + self.CHUNK] = (xpx[:, None] - 2 * (xa @ pm.T) + mpm[None, :]).min(axis=1)
         return np.sqrt(np.maximum(best, 0.0))
 
 

@@ -210,6 +210,21 @@ def test_knn_ood_is_the_mean_cosine_distance_to_the_10_nearest_train_vectors():
     np.testing.assert_allclose(got, np.sort(dist, axis=1)[:, :10].mean(axis=1), atol=1e-5)
 
 
+def test_mahalanobis_ood_is_the_smallest_distance_to_a_class_mean_under_the_shared_precision():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)) + np.repeat(np.eye(16)[:4] * 6, 100, axis=0)
+    y = np.repeat(np.arange(4), 100)
+    emb = _fake_embeddings(x.astype(np.float32), y, np.full(400, "train"))
+    model = E.fit_ood(emb, method="mahalanobis")
+    model.CHUNK = 7  # several chunks
+    query = np.concatenate([rng.normal(size=(30, 16)) * 2, model.means_[:2]])  # two queries on a class mean
+    ref = np.sqrt(np.min([np.einsum("ij,jk,ik->i", query - m, model.precision_, query - m) for m in model.means_],
+                         axis=0))  # the definition, one class at a time
+    got = model.score(query.astype(np.float32))
+    np.testing.assert_allclose(got[:30], ref[:30], rtol=1e-6)
+    assert np.all(got[30:] < 1e-3) and np.all(np.isfinite(got))
+
+
 def test_threshold_at_fpr_and_auroc_against_naive_references():
     s = np.arange(100, dtype=float)
     assert E.threshold_at_fpr(s, 0.05) == 95.0 and (s > 95.0).mean() == 0.04
