@@ -293,9 +293,14 @@ def main(argv: list[str]) -> int:
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             if n == max(sizes) and not args.no_pages:
-                from bench.bench_load import page_renders
+                from bench.bench_load import CHROMIUM, page_renders
 
-                results["pages"] = {"n": n, **page_renders(tmp / f"ws_{n}")}
+                try:  # a browser problem must not lose the pipeline's figures
+                    if not Path(CHROMIUM).exists():
+                        raise RuntimeError(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+                    results["pages"] = {"n": n, **page_renders(tmp / f"ws_{n}")}
+                except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+                    results["pages"] = {"n": n, "error": f"{type(exc).__name__}: {exc}"}
                 print(json.dumps(results["pages"]), flush=True)
             shutil.rmtree(tmp / f"ws_{n}", ignore_errors=True)
         results["growth_exponent"] = growth(results["rows"])

@@ -293,6 +293,11 @@ def _memory(rows: list[dict], x: dict | None = None) -> str:
     return text
 
 
+def _s(v: float | None) -> str:
+    """Seconds, or a dash where nothing was measured."""
+    return "–" if v is None else f(v, "s", 2)
+
+
 def _scale(r: dict) -> Iterator[Row]:
     rows = r.get("rows") or []
     if not rows:
@@ -316,8 +321,8 @@ def _scale(r: dict) -> Iterator[Row]:
     if pages and pages.get("pages"):
         for name, v in pages["pages"].items():
             yield (f"scale, {name} page render on the {pages['n'] // 1000}k-image workspace (Chromium, one session)",
-                   f"warm {f(v['warm_median_s'], ' s')} (max {f(v['warm_max_s'], ' s')})",
-                   f"first visit (cold: computes and caches) {f(v['cold_s'], ' s')}",
+                   f"warm {_s(v['warm_median_s'])} (max {_s(v['warm_max_s'])})",
+                   f"first visit (cold: computes and caches) {_s(v['cold_s'])}",
                    f"{len(pages.get('failures') or [])} failures", "`bench/bench_scale.py` → `bench_load.page_renders`")
 
 

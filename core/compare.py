@@ -415,6 +415,34 @@ def compare_runs(run_a, run_b, *, split: str = "test", n_bootstrap: int = 2000, 
                                confidence=confidence, seed=seed, level=level)
 
 
+def level_verdicts(result: PairedComparison | Mapping[str, Any], metric: str = "macro_f1"
+                   ) -> dict[str, tuple[str, str]]:
+    """Per hierarchy level (``""`` alone for a non-hierarchical comparison): ``(winner, sentence)``.
+
+    ``result``: a :class:`PairedComparison` or its ``to_dict()``. ``winner`` is ``run_a``, ``run_b``
+    or ``""`` (``metric``'s interval includes 0); the sentence gives both scores, the difference
+    B - A, its interval and McNemar's p.
+    """
+    d = result.to_dict() if isinstance(result, PairedComparison) else result
+    blocks = d.get("levels") or {"": {"metrics": d["metrics"], "mcnemar_p": d.get("mcnemar_p")}}
+    pct = f"{d['confidence']:.0%}"
+    out = {}
+    for lv, block in blocks.items():
+        m = block["metrics"][metric]
+        winner = "" if not m["significant"] else (d["run_b"] if m["delta"] > 0 else d["run_a"])
+        text = (f"{METRIC_LABELS[metric]} {_fmt(m['b'], '.3f')} vs {_fmt(m['a'], '.3f')}, difference "
+                f"{_fmt(m['delta'], '+.4f')} ({pct} CI {_fmt(m['ci_low'], '+.4f')} to {_fmt(m['ci_high'], '+.4f')})")
+        if block.get("mcnemar_p") is not None:
+            text += f", McNemar p = {block['mcnemar_p']:.3g}"
+        out[lv] = (winner, text + (f": {winner} is better" if winner else ": no significant difference"))
+    return out
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    """``v`` formatted, or "n/a" where it is undefined (None or NaN)."""
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
 def format_comparison(c: PairedComparison) -> str:
     """Plain text of a :class:`PairedComparison` (the CLI without --json)."""
     pct = f"{c.confidence:.0%}"

@@ -1,7 +1,7 @@
 """Nearest neighbours by cosine similarity or Euclidean distance without an N x N matrix (faiss).
 
-:func:`cosine_neighbors` finds each vector's ``k`` most similar others, :func:`l2_neighbors`
-its ``k`` closest by squared Euclidean distance. Below
+:func:`cosine_neighbors` finds each vector's ``k`` most similar others; :func:`l2_index` /
+:func:`l2_search` find the closest by squared Euclidean distance. Below
 :data:`EXACT_LIMIT` vectors it searches exhaustively (``IndexFlatIP`` on unit vectors: exact,
 and at 50k x 1280 floats still seconds on 2 cores); above, an inverted-file index
 (``IndexIVFFlat``: ``4 * sqrt(N)`` lists trained on a sample, :data:`NPROBE` probed), so time
@@ -45,6 +45,17 @@ def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return _search(index, unit_rows(queries), k)
 
 
+def l2_index(vectors: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
+    """A faiss squared-Euclidean index of ``vectors``: exhaustive up to ``exact_limit`` rows, inverted lists above."""
+    return _index(np.ascontiguousarray(vectors, dtype=np.float32), seed=seed, exact_limit=exact_limit, l2=True)
+
+
+def l2_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest indexed rows of each query (squared distances nearest first, row indices;
+    ``inf`` / ``-1`` where the index holds fewer than k); a query that is itself indexed finds itself."""
+    return _search(index, np.ascontiguousarray(queries, dtype=np.float32), k, missing=np.inf)
+
+
 def _index(rows: np.ndarray, *, seed: int, exact_limit: int, l2: bool = False):
     """Inner-product (or, with ``l2``, squared Euclidean) faiss index of float32 ``rows``."""
     import faiss
@@ -84,29 +95,12 @@ def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit:
     sim : float32 (N, k), similarities in [-1, 1], best first (``-inf`` where fewer than k exist)
     idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
     """
-    return _others(unit_rows(vectors), k, seed=seed, exact_limit=exact_limit, l2=False)
-
-
-def l2_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit: int = EXACT_LIMIT
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` nearest other rows by squared Euclidean distance.
-
-    Returns
-    -------
-    dist : float32 (N, k), squared distances, nearest first (``inf`` where fewer than k exist)
-    idx : int64 (N, k), row indices (``-1`` where fewer than k exist); a row is never its own neighbour.
-    """
-    return _others(np.ascontiguousarray(vectors, dtype=np.float32), k, seed=seed, exact_limit=exact_limit, l2=True)
-
-
-def _others(v: np.ndarray, k: int, *, seed: int, exact_limit: int, l2: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` best other rows of the index of ``v`` (its own match removed)."""
+    v = unit_rows(vectors)
     n = len(v)
     k = int(min(k, max(n - 1, 0)))
     if n == 0 or k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit, l2=l2), v, k + 1,  # +1: a row is (usually) its own best match
-                   missing=np.inf if l2 else -np.inf)
+    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit), v, k + 1)  # +1: a row is (usually) its own best match
     self_hit = i == np.arange(n)[:, None]
     # drop the self match (or, when a tie pushed it out, the last column) keeping order
     drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)

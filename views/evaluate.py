@@ -485,14 +485,35 @@ def flat_vs_separate(run_dir: str, split: str) -> None:
             row[f"{lv} accuracy"] = hs.table.loc[lv, "accuracy"]
             row[f"{lv} macro F1"] = hs.table.loc[lv, "macro_f1"]
         row["consistent"] = hs.consistency_rate
-        rows.append(row)
-    if not {"flat", "separate"} <= {r["mode"] for r in rows}:
+        rows.append((row, str(r.path)))
+    if not {"flat", "separate"} <= {row["mode"] for row, _ in rows}:
         return
     st.markdown("**Flat vs separate models** on this dataset (same split)")
-    df = pd.DataFrame(rows).set_index("run")
+    df = pd.DataFrame([row for row, _ in rows]).set_index("run")
     num = [c for c in df.columns if c not in ("mode", "model")]
     st.dataframe(df.style.format({c: "{:.3f}" for c in num}).highlight_max(subset=num, color="#D1FAE5"),
                  width="stretch", key="ev_flat_vs_separate")
+    # is the difference real? this run against the newest run of the other mode (else the newest of each)
+    here = runs.RunDir(run_dir).run_id
+    mine = next(((row, path) for row, path in rows if row["run"] == here), None)
+    newest = {mode: next((row, path) for row, path in rows if row["mode"] == mode) for mode in ("flat", "separate")}
+    if mine is not None:
+        newest[mine[0]["mode"]] = mine
+    (flat, flat_dir), (sep, sep_dir) = newest["flat"], newest["separate"]
+    result, why = _paired(flat_dir, state.mtime(runs.RunDir(flat_dir).predictions), sep_dir,
+                          state.mtime(runs.RunDir(sep_dir).predictions), split, None)
+    if result is None:
+        st.caption(f"Flat run {esc(flat['run'])} and separate run {esc(sep['run'])} cannot be paired: {esc(why)}")
+        return
+    verdicts = compare.level_verdicts(result)
+    lost = [lv for lv, (winner, _) in verdicts.items() if winner == flat["run"]]
+    lines = "\n".join(f"- **{esc(lv)}**: {esc(text)}" for lv, (_, text) in verdicts.items())
+    head = (f"Separate run **{esc(sep['run'])}** against flat run **{esc(flat['run'])}** on the {esc(split)} split "
+            f"(macro F1, paired bootstrap, {result['n_common']:,} samples):")
+    if lost:
+        st.warning(f"{head} **separate loses to flat** on {', '.join(esc(lv) for lv in lost)}.\n\n{lines}")
+    else:
+        st.info(f"{head}\n\n{lines}")
 
 
 def compare_tab(run_dir: str, split: str, level: str | None, *, multilabel: bool = False) -> None:

@@ -221,10 +221,40 @@ def _crop_aligned(images: np.ndarray, pairs: np.ndarray, widths: np.ndarray, hei
 
 #: Candidate pairs differ in log aspect ratio by at most this (|log(w/h) - log(w'/h')|).
 _MAX_LOG_ASPECT = 0.35
-#: Thumbnail neighbours searched per kept candidate (those of another aspect ratio are dropped).
+#: Thumbnail neighbours searched first per kept candidate (those of another aspect ratio are dropped).
 _ASPECT_SLACK = 4
+#: The widest thumbnail search for an image short of candidates of its own aspect ratio.
+_MAX_SEARCH = 1024
 #: Crop boxes evaluated at once in the crop-aligned distance (~2.4 MB per 17 x 17 float64 temporary).
 _BOX_CHUNK = 1024
+
+
+def _aspect_neighbors(T: np.ndarray, la: np.ndarray, k: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows of ``T`` (squared Euclidean, a faiss index:
+    :func:`core.neighbors.l2_index`) among those whose log aspect ratio ``la`` is within
+    :data:`_MAX_LOG_ASPECT`: ``(row, neighbour)`` index arrays.
+
+    The nearest ``_ASPECT_SLACK * k`` are searched first; rows that find fewer than ``k`` of a
+    similar shape there (a rare aspect ratio in a dataset of another) search again 4 times
+    wider, up to :data:`_MAX_SEARCH` neighbours, and keep what they found by then.
+    """
+    from core.neighbors import l2_index, l2_search
+
+    n = len(T)
+    index = l2_index(T, seed=seed)
+    rows, want = np.arange(n), _ASPECT_SLACK * k
+    found_r, found_c = [], []
+    while len(rows):
+        m = min(want + 1, n)  # +1: a row finds itself
+        _, nn = l2_search(index, T[rows], m)
+        live = (nn >= 0) & (nn != rows[:, None])
+        live &= np.abs(la[rows, None] - la[np.maximum(nn, 0)]) <= _MAX_LOG_ASPECT
+        done = (live.sum(axis=1) >= k) | (m >= n) | (want >= _MAX_SEARCH)
+        r, c = np.nonzero(live & (np.cumsum(live, axis=1) <= k) & done[:, None])
+        found_r.append(rows[r])
+        found_c.append(nn[r, c])
+        rows, want = rows[~done], want * 4
+    return np.concatenate(found_r), np.concatenate(found_c)
 
 
 def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: np.ndarray, heights: np.ndarray,
@@ -232,14 +262,11 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     """Pixel near duplicates: ``{(i, j): distance}`` of each matched pair (i < j).
 
     Candidates: each image's ``near_duplicate_neighbors`` nearest by coarse 8 px colour
-    thumbnail among images of similar aspect ratio (a faiss index, :func:`core.neighbors.l2_neighbors`:
-    exhaustive up to 50k images, inverted lists above; no N x N matrix). Verified by the 95th
-    percentile absolute difference of 16 px grayscale thumbnails, directly (resized /
-    recompressed copies) or after aligning the best crop of the larger image (cropped copies).
-    Blank images and extra exact copies are skipped.
+    thumbnail among images of similar aspect ratio (:func:`_aspect_neighbors`: a faiss index, no
+    N x N matrix). Verified by the 95th percentile absolute difference of 16 px grayscale
+    thumbnails, directly (resized / recompressed copies) or after aligning the best crop of the
+    larger image (cropped copies). Blank images and extra exact copies are skipped.
     """
-    from core.neighbors import l2_neighbors
-
     idx = np.flatnonzero(ok & ~skip)
     idx = idx[exact_of[idx] == idx]  # one representative per exact-duplicate cluster
     if len(idx) < 2 or cfg.near_duplicate_neighbors < 1:
@@ -247,14 +274,8 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     T = stats.thumb8[idx]
     T = T - T.mean(axis=1, keepdims=True)
     la = np.log(np.maximum(widths[idx], 1) / np.maximum(heights[idx], 1)).astype(np.float32)
-    k = min(cfg.near_duplicate_neighbors, len(idx) - 1)
-    # the nearest _ASPECT_SLACK * k, of which the k nearest of a similar aspect ratio are kept
-    d2, nn = l2_neighbors(T, _ASPECT_SLACK * k, seed=cfg.seed)
-    live = (nn >= 0) & np.isfinite(d2)
-    live &= np.abs(la[:, None] - la[np.maximum(nn, 0)]) <= _MAX_LOG_ASPECT
-    live &= np.cumsum(live, axis=1) <= k
-    r, c = np.nonzero(live)
-    i1, i2 = idx[r], idx[nn[r, c]]
+    r, c = _aspect_neighbors(T, la, min(cfg.near_duplicate_neighbors, len(idx) - 1), seed=cfg.seed)
+    i1, i2 = idx[r], idx[c]
     cand = np.unique(np.stack([np.minimum(i1, i2), np.maximum(i1, i2)], axis=1), axis=0).astype(np.int64)  # each pair once
     if not len(cand):
         return {}

@@ -181,6 +181,36 @@ def test_multilabel_and_hierarchical_runs_compare_per_metric_and_per_level(tmp_p
     assert coarse.metrics["accuracy"].delta == pytest.approx(-mixed.metrics["accuracy"].delta)
 
 
+def test_level_verdicts_name_the_better_run_per_level_only_when_the_interval_excludes_zero(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 400
+    ids = [f"s{i:04d}" for i in range(n)]
+    art = rng.integers(0, 3, n)
+    master = np.where(art == 2, 1, 0)
+    # run "sep" is much worse at the leaf and exactly as good as "flat" at the top level
+    leaf = {"flat": _noisy(rng, art, 0.9, 3), "sep": _noisy(rng, art, 0.6, 3)}
+    for name, pa in leaf.items():
+        runs.write_labels(tmp_path / name, HIER)
+        runs.write_predictions(tmp_path / name, runs.predictions_frame(
+            HIER, sample_ids=ids, paths=[f"{i}.png" for i in ids], splits="test",
+            y_true={"master": master, "article": art},
+            probs={"master": _probs(rng, master, 2), "article": _probs(rng, pa, 3)},
+            y_pred={"master": master, "article": pa}))
+    c = compare.compare_runs(tmp_path / "flat", tmp_path / "sep", n_bootstrap=300)
+    verdicts = compare.level_verdicts(c)
+    assert verdicts == compare.level_verdicts(c.to_dict())  # the page passes the cached dict
+    assert list(verdicts) == ["master", "article"]
+    assert verdicts["master"][0] == "" and "no significant difference" in verdicts["master"][1]
+    winner, text = verdicts["article"]
+    m = c.levels["article"][0]["macro_f1"]
+    assert winner == "flat" and m.ci_high < 0 and f"{m.delta:+.4f}" in text and "McNemar p" in text
+    y = rng.integers(0, 4, n)
+    _single_run(tmp_path / "one", y, _noisy(rng, y, 0.8, 4), ids=ids)
+    _single_run(tmp_path / "two", y, _noisy(rng, y, 0.8, 4), ids=ids)
+    single = compare.level_verdicts(compare.compare_runs(tmp_path / "one", tmp_path / "two", n_bootstrap=300))
+    assert list(single) == [""] and "McNemar p" in single[""][1]
+
+
 def test_cli_compare_prints_json_with_deltas_intervals_and_mcnemar(tmp_path):
     rng = np.random.default_rng(4)
     y = rng.integers(0, 4, 200)

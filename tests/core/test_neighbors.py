@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from core.neighbors import cosine_neighbors, l2_neighbors, unit_rows
+from core.neighbors import cosine_neighbors, l2_index, l2_search, unit_rows
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -45,14 +45,34 @@ def test_tiny_inputs_and_zero_rows():
 
 def test_l2_search_equals_brute_force_exact_and_ivf():
     x = _clustered(3000, 24, seed=2)
-    dist, idx = l2_neighbors(x, 4)
+    dist, idx = l2_search(l2_index(x), x, 5)
     ref_d, ref_idx = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(x).kneighbors(x)
-    assert not (idx == np.arange(3000)[:, None]).any()
-    np.testing.assert_allclose(dist, ref_d[:, 1:] ** 2, rtol=1e-3, atol=1e-3)  # squared distances
-    assert (idx == ref_idx[:, 1:]).mean() > 0.99
+    np.testing.assert_allclose(dist, ref_d ** 2, rtol=1e-3, atol=1e-3)  # squared distances, the row itself first
+    assert (idx == ref_idx).mean() > 0.99
     assert (np.diff(dist, axis=1) >= -1e-4).all()  # nearest first
-    approx_d, approx = l2_neighbors(x, 1, exact_limit=500)
-    assert (approx[:, 0] == ref_idx[:, 1]).mean() >= 0.95
-    np.testing.assert_allclose(approx_d[:, 0], ((x - x[approx[:, 0]]) ** 2).sum(axis=1), rtol=1e-3, atol=1e-3)
-    d, i = l2_neighbors(x[:2], 5)  # fewer rows than k: the one other row
-    assert i.tolist() == [[1], [0]] and np.isfinite(d).all()
+    approx_d, approx = l2_search(l2_index(x, exact_limit=500), x, 2)
+    assert (approx[:, 1] == ref_idx[:, 1]).mean() >= 0.95
+    np.testing.assert_allclose(approx_d[:, 1], ((x - x[approx[:, 1]]) ** 2).sum(axis=1), rtol=1e-3, atol=1e-3)
+    d, i = l2_search(l2_index(x[:2]), x[:1], 5)  # fewer indexed rows than k
+    assert i.tolist() == [[0, 1]] and np.isfinite(d).all()
+
+
+def test_aspect_neighbors_are_the_k_nearest_of_a_similar_shape_even_for_a_rare_shape():
+    """95 % of the images square, 5 % portrait: a portrait image's nearest thumbnails are mostly
+    square ones, yet it gets its k nearest portrait ones, as an exhaustive search finds them."""
+    from core.audit.duplicates import _MAX_LOG_ASPECT, _aspect_neighbors
+
+    rng = np.random.default_rng(3)
+    n, k = 2000, 5
+    x = _clustered(n, 16, seed=3)
+    la = np.where(rng.random(n) < 0.05, np.log(0.6), 0.0).astype(np.float32)
+    r, c = _aspect_neighbors(x, la, k, seed=0)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)  # the N x N reference
+    d[np.abs(la[:, None] - la[None, :]) > _MAX_LOG_ASPECT] = np.inf
+    np.fill_diagonal(d, np.inf)
+    for i in range(n):
+        mine = np.sort(c[r == i])
+        assert np.array_equal(mine, np.sort(np.argsort(d[i], kind="stable")[:k])) or \
+            np.allclose(np.sort(d[i, mine]), np.sort(d[i])[:k], rtol=1e-4), i  # ties may swap
+    portrait = np.flatnonzero(la < 0)
+    assert len(portrait) > 50 and all((r == i).sum() == k for i in portrait)

@@ -144,6 +144,35 @@ def test_hierarchical_run_levels_consistency_and_level_switch(demo_home, demo_ru
     assert at.button(key="ev_save_thresholds").disabled
 
 
+def test_flat_vs_separate_says_per_level_whether_the_difference_is_real(demo_workspace, demo_run, tmp_path,
+                                                                        monkeypatch):
+    """A copy of the demo workspace holding the flat hierarchical run and a separate-mode run trained
+    here: the Evaluate page tables both and says, per level, what core.compare finds (a warning
+    when separate loses to flat)."""
+    from core import compare
+    from core.workspace import home
+    from tests.conftest import train_demo_run
+
+    shutil.copytree(demo_workspace.root, tmp_path / "ws", ignore=lambda d, names: ["runs"] if d ==
+                    str(demo_workspace.root) else [])
+    ws = home(tmp_path / "ws").ensure()
+    shutil.copytree(demo_run, ws.runs_dir / demo_run.name)
+    sep = train_demo_run(ws, "demo-hier-separate", hierarchy_mode="separate", epochs=8)
+    monkeypatch.setenv("LOUPE_HOME", str(ws.root))
+    at = _page(demo_run.name)
+    modes = _frame_with(at, "mode", "model")
+    assert set(modes["mode"]) == {"flat", "separate"} and set(modes.index) == {demo_run.name, sep.name}
+    verdicts = compare.level_verdicts(compare.compare_runs(demo_run, sep, n_bootstrap=1000))
+    said = [m.value for m in list(at.warning) + list(at.info) if "against flat run" in m.value]
+    assert len(said) == 1, [m.value for m in list(at.warning) + list(at.info)]
+    assert f"Separate run **{sep.name}** against flat run **{demo_run.name}**" in said[0]
+    for lv, (winner, text) in verdicts.items():
+        assert f"**{lv}**: {text}" in said[0]
+    lost = [lv for lv, (winner, _) in verdicts.items() if winner == demo_run.name]
+    assert ("separate loses to flat" in said[0]) == bool(lost)
+    assert any(m.value == said[0] for m in at.warning) == bool(lost)
+
+
 def test_threshold_table_matches_a_naive_search(demo_home, demo_multiclass_run):
     at = _page(demo_multiclass_run.name)
     assert at.slider(key="ev_target").value == pytest.approx(0.90)
