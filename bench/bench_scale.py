@@ -25,8 +25,9 @@ At the largest size, ``bench_load.page_renders`` then times the Data, Clean and 
 on that workspace in Chromium (first visit cold, later visits warm).
 
 The growth exponent k of each stage (time ∝ N^k) is the least-squares slope of log time on
-log N. Usage: ``python bench/bench_scale.py [--sizes 10000,30000,100000]``; prints one JSON object
-per size, then the combined object as the last stdout line.
+log N. Usage: ``python bench/bench_scale.py [--sizes 10000,30000,100000] [--no-pages] [--keep DIR]``
+(``--pages-only``: only load, audit and ImageNet features at the largest size, then the page
+render times); prints one JSON object per size, then the combined object as the last stdout line.
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def train_probe(images: Path, table: Path, work: Path) -> Path:
     return out
 
 
-def pipeline(images: Path, table: Path, run: Path, work: Path) -> dict:
-    """Every stage on the images ``table`` lists, in a fresh workspace under ``work``."""
+def pipeline(images: Path, table: Path, run: Path | None, work: Path) -> dict:
+    """Every stage on the images ``table`` lists, in a fresh workspace under ``work`` (``run`` None:
+    only load, audit and ImageNet features, the workspace the pages are timed on)."""
     import numpy as np
     import pandas as pd
 
@@ -213,6 +215,8 @@ def pipeline(images: Path, table: Path, run: Path, work: Path) -> dict:
     out["audit"]["detector_s"] = dict(res.timings)
     with Stage("imagenet_features", n, out):
         emb = embeddings.backbone_embeddings(ws, ds.dataset_id)
+    if run is None:  # --pages-only: what the Data, Clean and Embeddings pages read is in place
+        return out
     with Stage("near_duplicates_imagenet", n, out):
         nd = audit.audit_dataset(ds, workspace=ws, config={"enabled": ["near_duplicate"],
                                                            "near_duplicate_features": "pixels+imagenet"})
@@ -250,18 +254,24 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--no-pages", action="store_true", help="skip the page render times at the largest size")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="work in DIR and keep it (images, the probe run, the largest size's workspace) for profiling")
+    ap.add_argument("--pages-only", action="store_true",
+                    help="only what the pages read (load, audit, ImageNet features) at the largest size, then the "
+                         "page render times: no probe run, no other stage")
     ap.add_argument("--one", nargs=4, metavar=("IMAGES", "TABLE", "RUN", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv[1:])
     if args.one:  # one size, in the fresh process the parent started (KERAS_HOME inherited)
         images, table, run, work = map(Path, args.one)
-        print(json.dumps(pipeline(images, table, run, work)))
+        print(json.dumps(pipeline(images, table, None if str(run) == "-" else run, work)))
         return 0
     if not all((DATASETS / s).exists() for s in SOURCES):
         print(json.dumps({"bench": "scale", "skipped": f"needs {', '.join(SOURCES)} in {DATASETS}"}))
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    tmp = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    tmp.mkdir(parents=True, exist_ok=True)
     keras_home = tmp / "keras"
-    shutil.copytree(WEIGHTS, keras_home)
+    shutil.copytree(WEIGHTS, keras_home, dirs_exist_ok=True)  # --keep DIR may hold it already
     os.environ.update({"KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "3"})
     import pandas as pd
 
@@ -275,9 +285,12 @@ def main(argv: list[str]) -> int:
         table = pd.DataFrame(rows, columns=["image", "label"])
         probe_table = tmp / "probe.csv"
         table.iloc[:min(PROBE_ROWS, len(table))].to_csv(probe_table, index=False)
-        t = time.perf_counter()
-        run = train_probe(images, probe_table, tmp)
-        results["probe_train_s"] = round(time.perf_counter() - t, 1)
+        if args.pages_only:
+            sizes, run = [max(sizes)], "-"
+        else:
+            t = time.perf_counter()
+            run = train_probe(images, probe_table, tmp)
+            results["probe_train_s"] = round(time.perf_counter() - t, 1)
         for n in sizes:
             path = tmp / f"labels_{n}.csv"
             table.iloc[:n].to_csv(path, index=False)
@@ -302,10 +315,12 @@ def main(argv: list[str]) -> int:
                 except Exception as exc:  # noqa: BLE001 - recorded, not fatal
                     results["pages"] = {"n": n, "error": f"{type(exc).__name__}: {exc}"}
                 print(json.dumps(results["pages"]), flush=True)
-            shutil.rmtree(tmp / f"ws_{n}", ignore_errors=True)
+            if not (args.keep and n == max(sizes)):
+                shutil.rmtree(tmp / f"ws_{n}", ignore_errors=True)
         results["growth_exponent"] = growth(results["rows"])
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results))
     return 0
 

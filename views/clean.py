@@ -235,9 +235,10 @@ def _label_options(column: str | None) -> list[str]:
 def _queue(issues: pd.DataFrame, active: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Filters -> one row per sample (its most suspect matching flag), in display order; plus the filter values."""
     f1, f2, f3, f4 = st.columns([2, 2, 3, 2])
-    present = [d for d in audit.DETECTORS if d in set(issues["issue"])]
+    counts = issues["issue"].value_counts()
+    present = [d for d in audit.DETECTORS if d in counts.index]
     detector = f1.selectbox("Detector", [ALL, *present], key="q_detector",
-                            format_func=lambda d: d if d == ALL else f"{d} ({int((issues['issue'] == d).sum())})")
+                            format_func=lambda d: d if d == ALL else f"{d} ({int(counts[d]):,})")
     rows = issues if detector == ALL else issues[issues["issue"] == detector]
     classes = sorted(c for c in rows["label"].astype(str).unique() if c)
     klass = f2.selectbox("Class", [ALL, *classes], key="q_class")
@@ -260,7 +261,12 @@ def _queue(issues: pd.DataFrame, active: pd.DataFrame) -> tuple[pd.DataFrame, di
     if detector != ALL:
         rows = rows.sort_values("score", ascending=False, kind="stable")
     first = rows.drop_duplicates("sample_id", keep="first")
-    all_issues = issues.groupby("sample_id")["issue"].apply(lambda s: ",".join(dict.fromkeys(s)))
+    # every flag of each sample, in the table's order; only samples with several flags are joined
+    # (a groupby over every sample took 0.23 s for 24k flags)
+    flags = issues.drop_duplicates(["sample_id", "issue"])
+    several = flags["sample_id"].duplicated(keep=False).to_numpy()
+    all_issues = pd.concat([flags.loc[~several].set_index("sample_id")["issue"],
+                            flags.loc[several].groupby("sample_id", sort=False)["issue"].agg(",".join)])
     first = first.assign(issues=first["sample_id"].map(all_issues))
     return first.reset_index(drop=True), {"detector": None if detector == ALL else detector}
 
@@ -317,7 +323,7 @@ def review_queue(issues: pd.DataFrame, active: pd.DataFrame) -> None:
     st.subheader("Review queue")
     queue, filt = _queue(issues, active)
     detector = filt["detector"]
-    unloaded = queue[queue["sample_id"].map(lambda s: _pos(s) is None)]
+    unloaded = queue[POS.reindex(queue["sample_id"].astype(str)).isna().to_numpy()]
     if len(unloaded):
         with st.expander(f"{len(unloaded):,} flagged file(s) never became samples (not used in training)"):
             st.dataframe(unloaded[["path", "issue", "detail"]], hide_index=True, width="stretch",

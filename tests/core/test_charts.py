@@ -42,10 +42,26 @@ def test_missing_matrix_marks_nan_and_samples_large_frames():
     assert len(charts.missing_matrix(big, max_rows=100).data[0].z) == 100
 
 
-def test_image_size_scatter_uses_webgl_for_many_points():
-    small = charts.image_size_scatter(np.ones(10), np.ones(10))
-    big = charts.image_size_scatter(np.ones(5000), np.ones(5000))
-    assert small.data[0].type == "scatter" and big.data[0].type == "scattergl"
+def test_image_size_scatter_draws_each_distinct_size_once_with_its_count():
+    rng = np.random.default_rng(0)
+    w, h = rng.integers(100, 140, 100_000), rng.integers(100, 103, 100_000)  # 40 x 3 distinct sizes
+    pts = charts.image_size_scatter(w, h).data[0]
+    assert pts.type == "scatter" and len(pts.x) == 120 and "about" not in pts.hovertemplate
+    got = {(x, y): c for x, y, c in zip(pts.x, pts.y, pts.customdata)}
+    want = pd.Series(1, index=pd.MultiIndex.from_arrays([w, h])).groupby(level=[0, 1]).size()
+    assert got == {k: v for k, v in want.items()}
+    many = charts.image_size_scatter(rng.integers(100, 5000, 20_000), rng.integers(100, 5000, 20_000)).data[0]
+    assert many.type == "scattergl" and len(many.x) <= 20_000 and many.hovertemplate.startswith("about")
+    assert int(np.sum(many.customdata)) == 20_000  # every image counted in some cell
+
+
+def test_histogram_bins_on_the_server_like_numpy():
+    v = np.r_[np.random.default_rng(1).normal(size=100_000), np.nan, np.inf]
+    bar = charts.histogram(v, name="x", nbins=30).data[0]
+    counts, edges = np.histogram(v[np.isfinite(v)], bins=30)
+    assert bar.type == "bar" and list(bar.y) == counts.tolist() and len(bar.x) == 30
+    np.testing.assert_allclose(bar.x, (edges[:-1] + edges[1:]) / 2)
+    assert len(charts.histogram(np.array([np.nan]), name="x").data[0].y) == 0
 
 
 def test_split_distribution_stacks_splits():
