@@ -63,9 +63,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(home: Path, log_path: Path, *, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "LOUPE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "LOUPE_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
     fh = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -164,9 +164,11 @@ async def _visits(base: str, pages: list[tuple[str, str]], visits: int, timeout_
 def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES, visits: int = 3,
                  timeout_s: float = 900) -> dict:
     """Render times of ``pages`` on an existing workspace: per page the first visit (cold) and the
-    median / max of the later ones (warm), one browser session, nothing else running."""
+    median / max of the later ones (warm), one browser session, nothing else running: the server's
+    background UMAP compilation (``ui.warmup``, a minute of one core after each start) is turned
+    off, so a warm visit is the steady state, not a page sharing the CPUs with numba."""
     tmp = Path(tempfile.mkdtemp(prefix="loupe-bench-pages-"))
-    proc, url = start_server(workspace, tmp / "streamlit.log")
+    proc, url = start_server(workspace, tmp / "streamlit.log", env={"LOUPE_UMAP_WARMUP": "0"})
     try:
         times, failures = asyncio.run(_visits(url, pages, visits, timeout_s * 1000))
     finally:

@@ -163,7 +163,8 @@ class Stage:
         self.thread.join()
         self.peak = tuple(map(max, self.peak, _tree_rss_kb(os.getpid())))
         self.out[self.name] = {"seconds": round(seconds, 2), "images_per_s": round(self.n / max(seconds, 1e-9), 1),
-                               "peak_rss_mb": round(self.peak[0] / 1024, 1), "peak_anon_mb": round(self.peak[1] / 1024, 1)}
+                               "peak_rss_mb": round(self.peak[0] / 1024, 1),
+                               "peak_anon_mb": round(self.peak[1] / 1024, 1)}
         print(json.dumps({"stage": self.name, "n": self.n, **self.out[self.name]}), file=sys.stderr, flush=True)
 
 
@@ -301,8 +302,8 @@ def main(argv: list[str]) -> int:
                 raise RuntimeError(f"size {n} failed:\n{proc.stderr[-4000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row["total_s"] = round(time.perf_counter() - t, 1)
-            row["peak_rss_mb"] = max(v["peak_rss_mb"] for v in row.values() if isinstance(v, dict) and "peak_rss_mb" in v)
-            row["peak_anon_mb"] = max(v["peak_anon_mb"] for v in row.values() if isinstance(v, dict) and "peak_anon_mb" in v)
+            for key in ("peak_rss_mb", "peak_anon_mb"):
+                row[key] = max(v[key] for v in row.values() if isinstance(v, dict) and key in v)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             if n == max(sizes) and not args.no_pages:

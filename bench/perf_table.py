@@ -321,7 +321,7 @@ def _scale(r: dict) -> Iterator[Row]:
     if pages and pages.get("pages"):
         for name, v in pages["pages"].items():
             yield (f"scale, {name} page render on a {pages['n'] // 1000}k-image workspace (loaded, audited, ImageNet "
-                   "features; Chromium, one session)",
+                   "features; Chromium, one session, the background UMAP warm-up off)",
                    f"warm {_s(v['warm_median_s'])} (max {_s(v['warm_max_s'])})",
                    f"first visit (cold: computes and caches) {_s(v['cold_s'])}",
                    f"{len(pages.get('failures') or [])} failures", "`bench/bench_scale.py` → `bench_load.page_renders`")

@@ -276,7 +276,8 @@ def _near_duplicates(images: np.ndarray, stats: _Stats, ok: np.ndarray, widths: 
     la = np.log(np.maximum(widths[idx], 1) / np.maximum(heights[idx], 1)).astype(np.float32)
     r, c = _aspect_neighbors(T, la, min(cfg.near_duplicate_neighbors, len(idx) - 1), seed=cfg.seed)
     i1, i2 = idx[r], idx[c]
-    cand = np.unique(np.stack([np.minimum(i1, i2), np.maximum(i1, i2)], axis=1), axis=0).astype(np.int64)  # each pair once
+    pairs = np.stack([np.minimum(i1, i2), np.maximum(i1, i2)], axis=1)
+    cand = np.unique(pairs, axis=0).astype(np.int64)  # each pair once
     if not len(cand):
         return {}
     direct = np.empty(len(cand), np.float32)

@@ -88,6 +88,7 @@ from core.embeddings.backbone import (
     BACKBONE,
     backbone_embed_paths,
     backbone_embeddings,
+    backbone_embeddings_fresh,
     backbone_embeddings_path,
 )
 
@@ -106,5 +107,5 @@ __all__ = [
     # thumbnails
     "dataset_thumbnails", "path_thumbnails", "sample_thumbnails", "store_upload",
     # backbone
-    "BACKBONE", "backbone_embed_paths", "backbone_embeddings", "backbone_embeddings_path",
+    "BACKBONE", "backbone_embed_paths", "backbone_embeddings", "backbone_embeddings_fresh", "backbone_embeddings_path",
 ]

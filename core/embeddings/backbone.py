@@ -21,6 +21,7 @@ from core.embeddings.compute import (
     _FORMAT_VERSION,
     Embeddings,
     ProgressFn,
+    _cached_key,
     _label_strings,
     _load_cached,
     _save,
@@ -35,6 +36,28 @@ BACKBONE = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96}
 def backbone_embeddings_path(workspace: Workspace, dataset_id: str, *, backbone: str = BACKBONE["backbone"],
                              alpha: float = BACKBONE["alpha"], image_size: int = BACKBONE["image_size"]) -> Path:
     return workspace.cache_dir / "embeddings" / f"{dataset_id}-{backbone}-{alpha}-{image_size}.npz"
+
+
+def _backbone_key(samples: pd.DataFrame, backbone: str, alpha: float, image_size: int) -> str:
+    """What the cached file must have been computed from: the backbone and every sample's id and path."""
+    h = hashlib.sha1(f"v{_FORMAT_VERSION}\0{backbone}\0{alpha}\0{image_size}\0".encode())
+    for col in ("sample_id", "path"):
+        h.update("\n".join(samples[col].astype(str).tolist()).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def backbone_embeddings_fresh(workspace: Workspace, dataset_id: str, *, backbone: str = BACKBONE["backbone"],
+                              alpha: float = BACKBONE["alpha"], image_size: int = BACKBONE["image_size"]) -> bool:
+    """Whether :func:`backbone_embeddings` would return its cached file as is (cheap: reads neither images
+    nor vectors; False when the dataset cannot be opened)."""
+    from core import datasets
+
+    try:
+        samples = datasets.open_dataset(workspace, dataset_id).samples.reset_index(drop=True)
+    except (OSError, ValueError):
+        return False
+    path = backbone_embeddings_path(workspace, dataset_id, backbone=backbone, alpha=alpha, image_size=image_size)
+    return _cached_key(path) == _backbone_key(samples, backbone, alpha, image_size)
 
 
 def backbone_embeddings(workspace: Workspace, dataset_id: str, *, backbone: str = BACKBONE["backbone"],
@@ -57,10 +80,7 @@ def backbone_embeddings(workspace: Workspace, dataset_id: str, *, backbone: str 
     ds = datasets.open_dataset(workspace, dataset_id)
     samples = ds.samples.reset_index(drop=True)
     path = backbone_embeddings_path(workspace, dataset_id, backbone=backbone, alpha=alpha, image_size=image_size)
-    h = hashlib.sha1(f"v{_FORMAT_VERSION}\0{backbone}\0{alpha}\0{image_size}\0".encode())
-    for col in ("sample_id", "path"):
-        h.update("\n".join(samples[col].astype(str).tolist()).encode("utf-8", "surrogateescape"))
-    key = h.hexdigest()
+    key = _backbone_key(samples, backbone, alpha, image_size)
     cached = _load_cached(path=path)
     if cached is not None and cached[1] == key:
         if progress:

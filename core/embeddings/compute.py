@@ -327,6 +327,17 @@ def load_embeddings(run_dir) -> Embeddings | None:
     return cached[0] if cached else None
 
 
+def _cached_key(path: Path) -> str | None:
+    """The cache key stored in an embeddings file, reading only its small ``meta`` member (not the
+    vectors: 512 MB at 100k images); ``None`` when absent, unreadable or of another format."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    return meta.get("key") if meta.get("version") == _FORMAT_VERSION else None
+
+
 def _load_cached(run_dir=None, *, path: Path | None = None) -> tuple[Embeddings, str] | None:
     path = path if path is not None else embeddings_path(run_dir)
     try:
@@ -356,8 +367,7 @@ def embeddings_fresh(run_dir, *, workspace=None) -> bool:
         key = _cache_key(rd, samples, _input_size(rd, run.preprocessing, run.config), run.config)
     except Exception:  # noqa: BLE001 - compute_embeddings will say what is wrong
         return False
-    cached = _load_cached(rd)
-    return cached is not None and cached[1] == key
+    return _cached_key(embeddings_path(rd)) == key
 
 
 def compute_embeddings(run_dir, *, workspace=None, progress: ProgressFn | None = None,

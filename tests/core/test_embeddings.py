@@ -85,6 +85,12 @@ def test_compute_embeddings_reads_the_run_config_once(run_copy, demo_workspace, 
     emb = E.compute_embeddings(run_copy, workspace=demo_workspace)
     assert len(emb) and len(reads) == 1
     reads.clear()
+    from core.embeddings import compute
+
+    def no_vectors(*a, **k):
+        raise AssertionError("embeddings_fresh loaded the vectors")
+
+    monkeypatch.setattr(compute, "_load_cached", no_vectors)  # the check reads the file's key only
     assert E.embeddings_fresh(run_copy, workspace=demo_workspace) and len(reads) == 1
 
 
@@ -346,13 +352,21 @@ from core.datasets import DatasetSpec, load_dataset
 from core.workspace import home
 ws = home({str(tmp_path / 'ws')!r}).ensure()
 ds = load_dataset(DatasetSpec(path={str(root)!r}), workspace=ws)
+fresh_before = E.backbone_embeddings_fresh(ws, ds.dataset_id)
 emb = E.backbone_embeddings(ws, ds.dataset_id)
+import core.embeddings.backbone as B
+load = B._load_cached
+B._load_cached = None  # the freshness check must not load the vectors
+fresh_after = E.backbone_embeddings_fresh(ws, ds.dataset_id)
+fresh_other_size = E.backbone_embeddings_fresh(ws, ds.dataset_id, image_size=128)
+B._load_cached = load
 again = E.backbone_embeddings(ws, ds.dataset_id)
 vec, ok = E.backbone_embed_paths(list(emb.paths[:2]), workspace=ws)
 print(json.dumps({{"shape": list(emb.vectors.shape), "labels": sorted(set(emb.labels)), "probs": list(emb.probs.shape),
                   "same": bool((again.vectors == emb.vectors).all()),
                   "cached": E.backbone_embeddings_path(ws, ds.dataset_id).exists(),
-                  "paths_close": bool(abs(vec - emb.vectors[:2]).max() < 1e-3), "ok": ok.tolist()}}))
+                  "paths_close": bool(abs(vec - emb.vectors[:2]).max() < 1e-3), "ok": ok.tolist(),
+                  "fresh": [fresh_before, fresh_after, fresh_other_size]}}))
 """
     env = {**os.environ, "KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
@@ -360,3 +374,4 @@ print(json.dumps({{"shape": list(emb.vectors.shape), "labels": sorted(set(emb.la
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["shape"] == [12, 1280] and out["labels"] == ["blue", "red"] and out["probs"] == [12, 0]
     assert out["same"] and out["cached"] and out["paths_close"] and out["ok"] == [True, True]
+    assert out["fresh"] == [False, True, False]
