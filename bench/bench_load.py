@@ -87,6 +87,15 @@ def start_server(home: Path, log_path: Path, *, env: dict[str, str] | None = Non
     raise RuntimeError("streamlit did not become healthy in 120 s")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server :func:`start_server` started (killed if it has not exited within 15 s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def render(page, url: str, timeout_ms: float = 180_000) -> tuple[float, bool]:
     """Seconds until the page's script finished and its title is shown; and whether it showed an exception."""
     t0 = time.perf_counter()
@@ -99,6 +108,22 @@ async def render(page, url: str, timeout_ms: float = 180_000) -> tuple[float, bo
     return seconds, failed
 
 
+async def timed_visit(page, url: str, name: str, out: dict[str, list[float]], failures: list[str], *,
+                      where: str, label: str | None = None, timeout_ms: float = 180_000) -> None:
+    """One :func:`render` of ``url``: its seconds appended to ``out[name]``, a timeout or a shown
+    exception to ``failures`` (as ``label``, default ``name``), and a log line."""
+    label = label or name
+    try:
+        seconds, failed = await render(page, url, timeout_ms=timeout_ms)
+    except Exception as exc:  # noqa: BLE001 - a timeout is a result here
+        failures.append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return
+    out.setdefault(name, []).append(seconds)
+    log(f"  {where}: {label} rendered in {seconds:.1f}s" + (" (stException!)" if failed else ""))
+    if failed:
+        failures.append(f"{label}: stException shown")
+
+
 async def session(browser, base: str, pages: list[tuple[str, str]], offset: int, rounds: int,
                   out: dict[str, list[float]], failures: list[str]) -> None:
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -106,15 +131,7 @@ async def session(browser, base: str, pages: list[tuple[str, str]], offset: int,
     order = pages[offset:] + pages[:offset]
     for _ in range(rounds):
         for name, path in order:
-            try:
-                seconds, failed = await render(page, base + path)
-            except Exception as exc:  # noqa: BLE001 - a timeout is a result here
-                failures.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                continue
-            out.setdefault(name, []).append(seconds)
-            log(f"  session {offset}: {name} rendered in {seconds:.1f}s" + (" (stException!)" if failed else ""))
-            if failed:
-                failures.append(f"{name}: stException shown")
+            await timed_visit(page, base + path, name, out, failures, where=f"session {offset}")
     await ctx.close()
 
 
@@ -148,15 +165,8 @@ async def _visits(base: str, pages: list[tuple[str, str]], visits: int, timeout_
         page = await ctx.new_page()
         for name, path in pages:
             for v in range(visits):
-                try:
-                    seconds, failed = await render(page, base + path, timeout_ms=timeout_ms)
-                except Exception as exc:  # noqa: BLE001 - a timeout is a result here
-                    failures.append(f"{name} visit {v}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                    continue
-                out.setdefault(name, []).append(seconds)
-                log(f"  {name} visit {v}: {seconds:.1f}s" + (" (stException!)" if failed else ""))
-                if failed:
-                    failures.append(f"{name} visit {v}: stException shown")
+                await timed_visit(page, base + path, name, out, failures, where="one session",
+                                  label=f"{name} visit {v}", timeout_ms=timeout_ms)
         await browser.close()
     return out, failures
 
@@ -172,11 +182,7 @@ def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES,
     try:
         times, failures = asyncio.run(_visits(url, pages, visits, timeout_s * 1000))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     result: dict = {"visits": visits, "pages": {}, "failures": failures}
     for name, _ in pages:
@@ -267,11 +273,7 @@ def main() -> int:
         result["all_pages_rendered"] = not result["failures"] and all(
             result["pages"][n]["n"] == REPEATS * args.sessions * args.rounds for n, _ in pages)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         for child in ws.runs_dir.iterdir():  # never leave a worker behind (the in-process run recorded our pid)
             st = runs.read_status(child) if child.is_dir() else {}
             if st.get("pid") and st["pid"] != os.getpid() and runs.effective_state(st) in runs.ACTIVE_STATES:
