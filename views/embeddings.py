@@ -58,6 +58,15 @@ def _bb_embeddings(ws_root: str, dataset_id: str, file_mtime: int) -> E.Embeddin
     return E.backbone_embeddings(home(ws_root), dataset_id)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _bb_fresh(ws_root: str, dataset_id: str, updated_at: float, file_mtime: int) -> bool:
+    """Whether the cached pretrained embeddings match the dataset (reads its key, no vectors), checked
+    again only when the dataset or the file changes: a rerun does not reopen the dataset."""
+    from core.workspace import home
+
+    return E.backbone_embeddings_fresh(home(ws_root), dataset_id)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _bb_unseen(ws_root: str, key: str, _paths: tuple[str, ...]):
     from core.workspace import home
@@ -166,7 +175,7 @@ else:
                   on_click=lambda: st.session_state.update({f"emb_bb_go_{dataset_id}": True}))
         st.stop()
     try:
-        if not E.backbone_embeddings_fresh(ws, dataset_id):  # checks the file's key, loads no vectors
+        if not _bb_fresh(str(ws.root), dataset_id, state.updated_at(ws, dataset_id), state.mtime(bb_path)):
             E.backbone_embeddings(ws, dataset_id, progress=_progress, engine=state.engine(ws))
         emb = _bb_embeddings(str(ws.root), dataset_id, state.mtime(bb_path))
     except Exception as exc:  # noqa: BLE001 - WeightsUnavailable (offline) or an unreadable dataset: say why

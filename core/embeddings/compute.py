@@ -327,23 +327,29 @@ def load_embeddings(run_dir) -> Embeddings | None:
     return cached[0] if cached else None
 
 
+def _meta(z) -> dict | None:
+    """The ``meta`` member of an opened embeddings file, ``None`` when it is of another format version."""
+    meta = json.loads(str(z["meta"]))
+    return meta if meta.get("version") == _FORMAT_VERSION else None
+
+
 def _cached_key(path: Path) -> str | None:
     """The cache key stored in an embeddings file, reading only its small ``meta`` member (not the
     vectors: 512 MB at 100k images); ``None`` when absent, unreadable or of another format."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
+            meta = _meta(z)
     except (OSError, ValueError, KeyError):
         return None
-    return meta.get("key") if meta.get("version") == _FORMAT_VERSION else None
+    return None if meta is None else meta.get("key")
 
 
 def _load_cached(run_dir=None, *, path: Path | None = None) -> tuple[Embeddings, str] | None:
     path = path if path is not None else embeddings_path(run_dir)
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("version") != _FORMAT_VERSION:
+            meta = _meta(z)
+            if meta is None:
                 return None
             obj = lambda name: z[name].astype(object)  # noqa: E731
             return Embeddings(
