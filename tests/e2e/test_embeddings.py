@@ -31,5 +31,10 @@ def test_map_renders_and_box_selection_shows_thumbnails(app_server, e2e_run, pag
     assert_no_exception(page)
     page.mouse.move(5, 5)
     page.get_by_text("selected —").first.scroll_into_view_if_needed()
+    # every thumbnail of the selection has arrived and decoded (the screenshot once caught 6 of 48)
+    page.wait_for_function("""() => {
+        const imgs = [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")];
+        return imgs.length >= 8 && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", timeout=60_000)
     path = screenshot(page, "embeddings_map")
     assert path.stat().st_size > 20_000
