@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import os
 import re
 import stat
@@ -40,6 +41,7 @@ import warnings
 from struct import error as struct_error  # raised by some Pillow plugins on garbage
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -398,15 +400,44 @@ class CachedArrays:
     n_decoded: int = 0
 
 
+#: Bytes read through one memory map between two :func:`release_pages` calls of a streamed pass.
+RELEASE_BYTES = 256 << 20
+
+
+def release_pages(arr: Any) -> bool:
+    """Unmap from this process the resident pages of the read-only memory map behind ``arr``
+    (``madvise(MADV_DONTNEED)``); True when there was one.
+
+    A pass over a memory-mapped image cache otherwise keeps every page it touched mapped:
+    the process's resident memory grows to the file's size (2.7 GB at 100k images of 96 px)
+    although nothing is allocated. The pages stay in the kernel's page cache, so a later read
+    costs a minor fault, not a disk read; the mapping's contents are unchanged. Only for
+    read-only maps (a dirty page of a writable map would be lost): a writable array is left alone.
+    """
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        if isinstance(base, np.ndarray) and base.flags.writeable:
+            return False
+        base = getattr(base, "base", None)
+    if base is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    try:
+        base.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # a closed map, or a platform without madvise
+        return False
+    return True
+
+
 class RowView:
     """Read-only rows ``rows`` of a cached set, without copying them: ``view[i]`` is ``source[rows[i]]``.
 
     What :meth:`ImageCache.arrays` returns as ``images`` with ``lazy=True`` when every
     requested row already sits in one cached set (e.g. the valid samples of a dataset whose
-    load decoded a superset): reading a chunk reads only its rows from the memory map, so a
-    pass over the view streams (flat memory) and nothing is written. Supports ``len``,
-    ``shape``, ``dtype``, ``ndim``, an int, a slice or an int / bool array as index, and
-    ``np.asarray`` (which materialises every row).
+    load decoded a superset, or exactly that set): reading a chunk reads only its rows from
+    the memory map, and every :data:`RELEASE_BYTES` read the map's pages are released
+    (:func:`release_pages`), so a pass over the view streams in flat memory, resident pages
+    included, and nothing is written. Supports ``len``, ``shape``, ``dtype``, ``ndim``, an int,
+    a slice or an int / bool array as index, and ``np.asarray`` (which materialises every row).
     """
 
     def __init__(self, source: np.ndarray, rows: np.ndarray) -> None:
@@ -415,19 +446,28 @@ class RowView:
         self.shape = (len(self._rows), *source.shape[1:])
         self.dtype = source.dtype
         self.ndim = source.ndim
+        self._row_bytes = int(np.prod(source.shape[1:], dtype=np.int64)) * source.dtype.itemsize
+        self._unreleased = 0  # bytes read since the last release (threads may race on it: a late release is harmless)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
-            return np.asarray(self._source[int(self._rows[index])])
+            return self._read(np.asarray(self._source[int(self._rows[index])]), 1)
         picked = self._rows[index]  # slice, int array or bool mask, with numpy's own checks
         if np.ndim(picked) == 0:
-            return np.asarray(self._source[int(picked)])
+            return self._read(np.asarray(self._source[int(picked)]), 1)
         if len(picked) and np.all(np.diff(picked) == 1):  # contiguous: one slice of the map
-            return np.asarray(self._source[int(picked[0]):int(picked[-1]) + 1])
-        return np.asarray(self._source[picked])
+            return self._read(np.array(self._source[int(picked[0]):int(picked[-1]) + 1]), len(picked))
+        return self._read(np.asarray(self._source[picked]), len(picked))
+
+    def _read(self, out: np.ndarray, rows: int) -> np.ndarray:
+        self._unreleased += rows * self._row_bytes
+        if self._unreleased >= RELEASE_BYTES:
+            self._unreleased = 0
+            release_pages(self._source)
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[:]
@@ -603,6 +643,8 @@ class ImageCache:
         if hit is not None:
             if progress:
                 progress(n, n)
+            if lazy and len(hit.images):  # one streamed pass: a view that releases the map's pages as it goes
+                hit = dataclasses.replace(hit, images=RowView(hit.images, np.arange(n)))
             return hit
         return self._build(paths, boxes, keys, early, size, set_id, npy, meta_path, progress, lazy=lazy)
 

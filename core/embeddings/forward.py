@@ -102,7 +102,7 @@ def forward_samples(samples: pd.DataFrame, size: int, spec: dict, workspace: Wor
     Returns ``ok`` (indices of the decodable rows, ascending) and the outputs, one (len(ok), d) float32
     array per model output. ``progress(done, 2 * N)``: decoding is the first half, the forward pass the second.
     """
-    from core.images import ImageCache
+    from core.images import ImageCache, release_pages
 
     n = len(samples)
     total = 2 * max(n, 1)
@@ -115,7 +115,9 @@ def forward_samples(samples: pd.DataFrame, size: int, spec: dict, workspace: Wor
     chunks: list[list[np.ndarray]] = [[] for _ in model.outputs]
     step = 4096  # gather from the memmap in chunks: bounded memory at 100k images
     for start in range(0, len(ok), step):
-        for k, out in enumerate(predict_outputs(model, arrays.images[ok[start:start + step]])):
+        batch = arrays.images[ok[start:start + step]]  # a copy: the map's pages are released below
+        release_pages(arrays.images)  # else the process keeps every page of the cache mapped (2.7 GB at 100k)
+        for k, out in enumerate(predict_outputs(model, batch)):
             chunks[k].append(out)
         if progress:
             progress(n + min(start + step, len(ok)), total)
