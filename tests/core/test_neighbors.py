@@ -14,6 +14,15 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
 
 
+def _spectral(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Clustered rows whose variance falls off with the dimension (~1 / j), as image features' does:
+    the few leading principal components carry most of the distance between two rows."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 + np.arange(d)) ** -0.5
+    centres = rng.normal(size=(max(n // 50, 2), d)) * scale
+    return (centres[rng.integers(0, len(centres), n)] + 0.5 * rng.normal(size=(n, d)) * scale).astype(np.float32)
+
+
 def test_exact_search_equals_brute_force_and_never_returns_the_row_itself():
     x = _clustered(600, 32)
     sim, idx = cosine_neighbors(x, 5)
@@ -76,3 +85,36 @@ def test_aspect_neighbors_are_the_k_nearest_of_a_similar_shape_even_for_a_rare_s
             np.allclose(np.sort(d[i, mine]), np.sort(d[i])[:k], rtol=1e-4), i  # ties may swap
     portrait = np.flatnonzero(la < 0)
     assert len(portrait) > 50 and all((r == i).sum() == k for i in portrait)
+
+
+def test_wide_vectors_above_the_exact_limit_are_searched_in_principal_components_and_re_ranked_exactly():
+    """1280-dim features (more than 2 x REDUCED_DIMS): the reduced index finds the exact search's
+    neighbours, and the similarities / distances it returns are the exact ones of the rows it returns."""
+    import faiss
+
+    from core import neighbors
+
+    x = _spectral(3000, 512, seed=4)
+    exact_sim, exact = cosine_neighbors(x, 5)
+    index = neighbors.cosine_index(x, exact_limit=1000)
+    assert isinstance(faiss.downcast_index(index), faiss.IndexRefineFlat)
+    sim, approx = cosine_neighbors(x, 5, exact_limit=1000)
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx, exact)]) >= 0.95
+    v = unit_rows(x)
+    np.testing.assert_allclose(sim, np.einsum("nd,nkd->nk", v, v[approx]), atol=1e-4)
+    assert (np.diff(sim, axis=1) <= 1e-5).all()
+    d, i = l2_search(l2_index(x, exact_limit=1000), x[:200], 3)
+    assert (i[:, 0] == np.arange(200)).all()  # each row finds itself first, at distance 0
+    np.testing.assert_allclose(d, ((x[:200, None, :] - x[i]) ** 2).sum(axis=2), rtol=1e-3, atol=1e-2)
+
+
+def test_knn_ood_scores_above_its_exact_limit_match_the_exact_scores(monkeypatch):
+    from core.embeddings.ood import KNNOOD
+
+    x = _spectral(3000, 512, seed=5)
+    train, queries = x[:2000], np.concatenate([x[2000:], _spectral(200, 512, seed=6)])
+    exact = KNNOOD().fit(train, None).score(queries)
+    monkeypatch.setattr(KNNOOD, "EXACT_LIMIT", 500)
+    approx = KNNOOD().fit(train, None).score(queries)
+    assert np.corrcoef(exact, approx)[0, 1] > 0.99
+    assert np.median(np.abs(approx - exact)) < 1e-4 and (approx >= exact - 1e-5).all()  # a missed neighbour only adds
