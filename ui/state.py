@@ -36,6 +36,15 @@ def _open_workspace(root: str) -> Workspace:
     return wsmod.home(root).ensure()
 
 
+def keep_widget_state(keys) -> None:
+    """Keep the values of widgets this run does not draw (those of a hidden tab): Streamlit drops a
+    widget's state when a run skips it, and the user would find their choices reset on coming back.
+    Call it only for widgets not drawn in this run (re-saving a drawn widget's key makes Streamlit warn)."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def workspace() -> Workspace:
     """The workspace named by ``LOUPE_HOME`` (default ./workspace); stops the page with a clear error if unusable."""
     root = os.environ.get("LOUPE_HOME") or wsmod.DEFAULT_HOME
