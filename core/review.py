@@ -282,7 +282,8 @@ def _parents(samples: pd.DataFrame, levels: tuple[str, ...]) -> list[dict[str, s
 def _patch(ds: Dataset, active: pd.DataFrame) -> pd.DataFrame:
     """One row per sample with an exclude/relabel in effect: ``sample_id``, label columns (new values or NaN), ``excluded``."""
     active = active[active["action"].isin(CONFIRMING)]
-    active = active[active["sample_id"].isin(set(ds.samples["sample_id"].astype(str)))]
+    if len(active):
+        active = active[active["sample_id"].astype(str).isin(ds.samples["sample_id"].astype(str))]
     cols = list(ds.label_columns)
     out = pd.DataFrame({"sample_id": active["sample_id"].astype(str).to_numpy()})
     for c in cols:
@@ -343,8 +344,12 @@ def effective_labels(workspace: Workspace, ds: Dataset | str) -> pd.DataFrame:
     excluded = set(patch.loc[patch["excluded"], "sample_id"]) if len(patch) else set()
     sid = out["sample_id"].astype(str)
     out["excluded"] = sid.isin(excluded).to_numpy()
-    action = dict(zip(active["sample_id"].astype(str), active["action"]))
-    out["decision"] = [action.get(s) for s in sid]
+    decision = np.full(len(out), None, dtype=object)
+    if len(active):  # the last decision of each sample (one hash lookup per sample, not a Python loop)
+        last = active.assign(sample_id=active["sample_id"].astype(str)).drop_duplicates("sample_id", keep="last")
+        where = pd.Index(last["sample_id"].to_numpy(dtype=object)).get_indexer(sid.to_numpy(dtype=object))
+        decision[where >= 0] = last["action"].to_numpy(dtype=object)[where[where >= 0]]
+    out["decision"] = decision
     return out
 
 

@@ -15,6 +15,7 @@ import streamlit as st
 
 from core import audit, charts, review
 from core.engines import EngineError
+from core.workspace import home
 from ui import state
 from ui.state import esc
 
@@ -51,7 +52,28 @@ def _image(pos: int | None) -> np.ndarray | None:
     return np.asarray(state.previews(ws, ds.dataset_id)[pos])
 
 
-POS = pd.Series(np.arange(len(ds.samples)), index=ds.samples["sample_id"].astype(str))
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _positions(root: str, dataset_id: str, updated_at: float, _ids: pd.Series) -> pd.Series:
+    """sample id -> row of the samples table (built once per dataset version: 100k string keys)."""
+    return pd.Series(np.arange(len(_ids)), index=pd.Index(_ids.astype(str).to_numpy(dtype=object)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _saved_audit(root: str, dataset_id: str, stamp: int) -> tuple:
+    """The latest audit, its flags per class and each flagged sample's flags (joined with commas), read and
+    derived once per saved audit (at 100k images: 99k flags). Shared by sessions: the page never mutates them."""
+    result = audit.load_audit(home(root), dataset_id)
+    if result is None:
+        return None, None, None
+    flags = result.issues.drop_duplicates(["sample_id", "issue"])
+    # only samples with several flags are joined (a groupby over every sample took 0.23 s for 24k flags)
+    several = flags["sample_id"].duplicated(keep=False).to_numpy()
+    per_sample = pd.concat([flags.loc[~several].set_index("sample_id")["issue"],
+                            flags.loc[several].groupby("sample_id", sort=False)["issue"].agg(",".join)])
+    return result, audit.issues_by_class(result), per_sample
+
+
+POS = _positions(str(ws.root), ds.dataset_id, state.updated_at(ws, ds.dataset_id), ds.samples["sample_id"])
 
 
 def _pos(sample_id: str) -> int | None:
@@ -213,7 +235,7 @@ def summary(result, issues: pd.DataFrame, active: pd.DataFrame) -> None:
     a, b = st.columns(2)
     fig = charts.label_distribution(counts, title="Flags per detector").update_xaxes(title="flags")
     a.plotly_chart(fig, key="chart_issues_detector")
-    table = audit.issues_by_class(result)
+    table = AUDIT_BY_CLASS
     if len(table):
         b.plotly_chart(charts.stacked_counts(table, x_title="flags", title="Flags per class"),
                        key="chart_issues_class")
@@ -261,13 +283,7 @@ def _queue(issues: pd.DataFrame, active: pd.DataFrame) -> tuple[pd.DataFrame, di
     if detector != ALL:
         rows = rows.sort_values("score", ascending=False, kind="stable")
     first = rows.drop_duplicates("sample_id", keep="first")
-    # every flag of each sample, in the table's order; only samples with several flags are joined
-    # (a groupby over every sample took 0.23 s for 24k flags)
-    flags = issues.drop_duplicates(["sample_id", "issue"])
-    several = flags["sample_id"].duplicated(keep=False).to_numpy()
-    all_issues = pd.concat([flags.loc[~several].set_index("sample_id")["issue"],
-                            flags.loc[several].groupby("sample_id", sort=False)["issue"].agg(",".join)])
-    first = first.assign(issues=first["sample_id"].map(all_issues))
+    first = first.assign(issues=first["sample_id"].map(AUDIT_FLAGS_PER_SAMPLE))  # every flag of each sample
     return first.reset_index(drop=True), {"detector": None if detector == ALL else detector}
 
 
@@ -511,7 +527,8 @@ if msg := st.session_state.pop("clean_msg", None):
 if err := st.session_state.pop("clean_error", None):
     st.error(err)
 st.caption(f"{esc(ds.name)} · {len(ds.samples):,} samples · {esc(ds.task)}")
-result = audit.load_audit(ws, ds.dataset_id)
+result, AUDIT_BY_CLASS, AUDIT_FLAGS_PER_SAMPLE = _saved_audit(str(ws.root), ds.dataset_id,
+                                                              audit.audit_stamp(ws, ds.dataset_id))
 audit_panel(result)
 if result is None:
     st.info("No audit yet for this dataset: press **Run audit** above (the demo takes a few seconds).")

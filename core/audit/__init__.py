@@ -41,18 +41,18 @@ Where things live (each submodule imports only the ones above it):
 ``image_stats``  the streamed pass of per-image statistics over the cached images; corrupt files.
 ``duplicates``   exact and near duplicates (pixels with crop alignment; ImageNet features + keypoints).
 ``labels``       ``label_issue`` (confident learning), hierarchy conflicts, missing labels, rare classes.
-``store``        :func:`save_audit`, :func:`load_audit`.
+``store``        :func:`save_audit`, :func:`load_audit`, :func:`audit_stamp`.
 ``pipeline``     :func:`audit_dataset` (runs the detectors in order), :func:`issues_by_class`.
 """
 
 from core.audit.config import (ACTIONS, AUDIT_SIZE, CONFIG_FIELDS, DETECTORS, ISSUE_COLUMNS, LABEL_FEATURES,
                                LABEL_FILTERS, NEAR_FEATURES, NEAR_MATCHES, NEAR_SIMILARITY, AuditConfig, AuditResult)
 from core.audit.pipeline import audit_dataset, issues_by_class
-from core.audit.store import load_audit, save_audit
+from core.audit.store import audit_stamp, load_audit, save_audit
 
 __all__ = [
     "ACTIONS", "AUDIT_SIZE", "CONFIG_FIELDS", "DETECTORS", "ISSUE_COLUMNS", "LABEL_FEATURES", "LABEL_FILTERS",
     "NEAR_FEATURES",
     "NEAR_MATCHES", "NEAR_SIMILARITY", "AuditConfig", "AuditResult", "audit_dataset", "issues_by_class",
-    "load_audit", "save_audit",
+    "audit_stamp", "load_audit", "save_audit",
 ]

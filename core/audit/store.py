@@ -46,6 +46,14 @@ def save_audit(workspace: Workspace, result: AuditResult) -> Path:
     return d
 
 
+def audit_stamp(workspace: Workspace, dataset_id: str) -> int:
+    """When ``dataset_id``'s latest audit was saved (ns; 0 when there is none): a cache key for what is read from it."""
+    try:
+        return (_audit_dir(workspace, dataset_id) / "audit.json").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def load_audit(workspace: Workspace, dataset_id: str) -> AuditResult | None:
     """The latest saved audit of ``dataset_id``, or None when there is none (or it is unreadable)."""
     if not isinstance(workspace, Workspace):
