@@ -38,3 +38,29 @@ def test_map_renders_and_box_selection_shows_thumbnails(app_server, e2e_run, pag
     }""", timeout=60_000)
     path = screenshot(page, "embeddings_map")
     assert path.stat().st_size > 20_000
+
+
+def test_each_tab_runs_when_opened_and_its_url_opens_it(app_server, e2e_run, page):
+    """Only the open tab runs; a click opens the next one (its URL names it) and a link to that URL
+    opens the page on it."""
+    page.goto(app_server.url + "/embeddings")
+    wait_for_app(page, timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert page.get_by_text("clusters k").count() == 0  # the Clusters tab has not run
+    page.get_by_role("tab", name="Clusters").click()
+    page.get_by_text("clusters k").first.wait_for(timeout=120_000)
+    wait_for_app(page, timeout=120_000)
+    assert "emb_tab=Clusters" in page.url
+    assert_no_exception(page)
+    page.get_by_text("Typical images per cluster").first.scroll_into_view_if_needed()
+    page.wait_for_function("""() => {
+        const imgs = [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")];
+        return imgs.length >= 6 && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", timeout=60_000)
+    screenshot(page, "embeddings_clusters")
+    page.goto(app_server.url + "/embeddings?emb_tab=Unusual+images+%28OOD%29")
+    wait_for_app(page, timeout=180_000)
+    page.get_by_text("AUROC test vs unseen").first.wait_for(timeout=120_000)
+    assert page.get_by_text("clusters k").count() == 0
+    assert_no_exception(page)
+    screenshot(page, "embeddings_ood")
