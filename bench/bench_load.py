@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -96,25 +97,35 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-async def render(page, url: str, timeout_ms: float = 180_000) -> tuple[float, bool]:
-    """Seconds until the page's script finished and its title is shown; and whether it showed an exception."""
+#: True in the page when every visible chart container holds a chart plotly has drawn.
+_CHARTS_DRAWN = """() => [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stPlotlyChart']")]
+    .filter(b => b.offsetParent !== null)
+    .every(b => b.querySelector('.js-plotly-plot .main-svg'))"""
+
+
+async def render(page, url: str, timeout_ms: float = 180_000, *, charts: bool = False) -> tuple[float, bool]:
+    """Seconds until the page's script finished and its title is shown (with ``charts``, also until every
+    visible plotly chart is drawn: a big map is drawn a second after the script ends); and whether it
+    showed an exception."""
     t0 = time.perf_counter()
     await page.goto(url)
     await page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
     await page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout_ms)
     await page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout_ms)
+    if charts:
+        await page.wait_for_function(_CHARTS_DRAWN, timeout=timeout_ms, polling=20)
     seconds = time.perf_counter() - t0
     failed = await page.locator("[data-testid='stException']").count() > 0
     return seconds, failed
 
 
 async def timed_visit(page, url: str, name: str, out: dict[str, list[float]], failures: list[str], *,
-                      where: str, label: str | None = None, timeout_ms: float = 180_000) -> None:
+                      where: str, label: str | None = None, timeout_ms: float = 180_000, charts: bool = False) -> None:
     """One :func:`render` of ``url``: its seconds appended to ``out[name]``, a timeout or a shown
     exception to ``failures`` (as ``label``, default ``name``), and a log line."""
     label = label or name
     try:
-        seconds, failed = await render(page, url, timeout_ms=timeout_ms)
+        seconds, failed = await render(page, url, timeout_ms=timeout_ms, charts=charts)
     except Exception as exc:  # noqa: BLE001 - a timeout is a result here
         failures.append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return
@@ -150,7 +161,10 @@ async def visit(base: str, pages: list[tuple[str, str]], *, sessions: int, round
 
 
 #: Pages measured on a large workspace (the ones that show every sample: tables, grids, the map).
-SCALE_PAGES = [("data", "/"), ("clean", "/clean"), ("embeddings", "/embeddings")]
+#: The pages bench_scale times at 100k; the Embeddings page per tab (only the open tab runs).
+SCALE_PAGES = [("data", "/"), ("clean", "/clean"), ("embeddings", "/embeddings"),
+               ("embeddings_clusters", "/embeddings?emb_tab=Clusters"),
+               ("embeddings_ood", "/embeddings?emb_tab=" + urllib.parse.quote("Unusual images (OOD)"))]
 
 
 async def _visits(base: str, pages: list[tuple[str, str]], visits: int, timeout_ms: float
@@ -166,15 +180,49 @@ async def _visits(base: str, pages: list[tuple[str, str]], visits: int, timeout_
         for name, path in pages:
             for v in range(visits):
                 await timed_visit(page, base + path, name, out, failures, where="one session",
-                                  label=f"{name} visit {v}", timeout_ms=timeout_ms)
+                                  label=f"{name} visit {v}", timeout_ms=timeout_ms, charts=True)
+                if name == "embeddings" and v:  # the map is drawn: a box selection, until its thumbnails show
+                    try:
+                        seconds = await box_select(page, timeout_ms)
+                    except Exception as exc:  # noqa: BLE001 - a timeout is a result here
+                        failures.append(f"embeddings selection {v}: {type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0][:200]}")
+                    else:
+                        out.setdefault("embeddings_selection", []).append(seconds)
+                        log(f"  one session: box selection {v} showed its images in {seconds:.1f}s")
         await browser.close()
     return out, failures
 
 
-def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES, visits: int = 3,
+async def box_select(page, timeout_ms: float) -> float:
+    """Seconds from a box selection over the middle of the Embeddings map (mouse released) until the
+    selection's summary is shown and every thumbnail of its gallery has loaded and decoded."""
+    chart = page.locator(".js-plotly-plot").first
+    await chart.wait_for(timeout=timeout_ms)
+    box = await chart.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    x1, y1 = box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7
+    await page.mouse.move(x0, y0)
+    await page.mouse.down()
+    await page.mouse.move(x1, y1, steps=8)
+    await page.mouse.up()
+    t0 = time.perf_counter()
+    summary = page.get_by_text("selected —").first
+    await summary.wait_for(timeout=timeout_ms)
+    await page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout_ms)
+    await summary.scroll_into_view_if_needed()
+    await page.wait_for_function("""() => {
+        const imgs = [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stImage'] img")];
+        return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", timeout=timeout_ms)
+    return time.perf_counter() - t0
+
+
+def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES, visits: int = 6,
                  timeout_s: float = 900) -> dict:
-    """Render times of ``pages`` on an existing workspace: per page the first visit (cold) and the
-    median / max of the later ones (warm), one browser session, nothing else running: the server's
+    """Render times of ``pages`` on an existing workspace (until the script finished and every visible chart
+    is drawn): per page the first visit (cold) and the median / max of the later ones (warm), one browser
+    session, nothing else running: the server's
     background UMAP compilation (``ui.warmup``, a minute of one core after each start) is turned
     off, so a warm visit is the steady state, not a page sharing the CPUs with numba."""
     tmp = Path(tempfile.mkdtemp(prefix="loupe-bench-pages-"))
@@ -192,13 +240,17 @@ def page_renders(workspace: Path, *, pages: list[tuple[str, str]] = SCALE_PAGES,
                                  "warm_max_s": round(max(t[1:]), 2) if len(t) > 1 else None}
     warm = [v["warm_max_s"] for v in result["pages"].values() if v["warm_max_s"] is not None]
     result["warm_max_s"] = max(warm) if warm else None
+    sel = times.get("embeddings_selection", [])
+    if sel:
+        result["embeddings_selection"] = {"median_s": round(statistics.median(sel), 2), "max_s": round(max(sel), 2),
+                                          "n": len(sel)}
     return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, help="measure the pages on this existing workspace instead")
-    ap.add_argument("--visits", type=int, default=3, help="with --workspace: visits per page (the first is cold)")
+    ap.add_argument("--visits", type=int, default=6, help="with --workspace: visits per page (the first is cold)")
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="visits of every page per session while training")
     ap.add_argument("--epochs", type=int, default=300,

@@ -283,6 +283,12 @@ SCALE_STAGES = {
 }
 
 
+#: bench_load.SCALE_PAGES name -> what the row calls it.
+SCALE_PAGE_NAMES = {"data": "Data page", "clean": "Clean page", "embeddings": "Embeddings page (Map tab)",
+                    "embeddings_clusters": "Embeddings page, Clusters tab",
+                    "embeddings_ood": "Embeddings page, Unusual images (OOD) tab"}
+
+
 def _memory(rows: list[dict], x: dict | None = None) -> str:
     """'peak resident memory a / b / c GB' (and its anonymous part, where measured) of rows or of one stage."""
     pick = (lambda row: row) if x is None else (lambda row: row[x])
@@ -319,12 +325,23 @@ def _scale(r: dict) -> Iterator[Row]:
             "in each fresh process") if src else "", "`bench/bench_scale.py`")
     pages = r.get("pages")
     if pages and pages.get("pages"):
-        for name, v in pages["pages"].items():
-            yield (f"scale, {name} page render on a {pages['n'] // 1000}k-image workspace (loaded, audited, ImageNet "
-                   "features; Chromium, one session, the background UMAP warm-up off)",
-                   f"warm {_s(v['warm_median_s'])} (max {_s(v['warm_max_s'])})",
+        order = list(SCALE_PAGE_NAMES)
+        for name, v in sorted(pages["pages"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
+            what = SCALE_PAGE_NAMES.get(name, f"{name} page")
+            warm = f"warm {_s(v['warm_median_s'])} (max {_s(v['warm_max_s'])})"
+            if pages.get("visits"):
+                warm = f"warm median {_s(v['warm_median_s'])} of {pages['visits'] - 1} visits (max {_s(v['warm_max_s'])})"
+            yield (f"scale, {what} render on a {pages['n'] // 1000}k-image workspace (loaded, audited, ImageNet "
+                   "features and near duplicates; Chromium, one session, the background UMAP warm-up off; until the "
+                   "script ends and every visible chart is drawn)", warm,
                    f"first visit (cold: computes and caches) {_s(v['cold_s'])}",
                    f"{len(pages.get('failures') or [])} failures", "`bench/bench_scale.py` → `bench_load.page_renders`")
+        sel = pages.get("embeddings_selection")
+        if sel:
+            yield (f"scale, a box selection on the Embeddings map of a {pages['n'] // 1000}k-image workspace (middle "
+                   "of the map, mouse released → the selection's summary and every thumbnail loaded; Chromium)",
+                   f"{_s(sel['median_s'])} (max {_s(sel['max_s'])}) over {sel['n']} selections", "", "",
+                   "`bench/bench_scale.py` → `bench_load.page_renders`")
 
 
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
