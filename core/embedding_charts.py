@@ -140,6 +140,45 @@ def selected_rows(selection: object) -> list[int]:
     return list(dict.fromkeys(points))
 
 
+def _selection_dict(selection: object) -> dict:
+    if selection is None:
+        return {}
+    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection",
+                                                                                            selection)
+    if isinstance(sel, dict):
+        return sel
+    return {k: getattr(sel, k, None) for k in ("points", "box", "lasso")}
+
+
+def rows_in_region(selection: object, points: np.ndarray) -> np.ndarray | None:
+    """Rows of ``points`` (N, 2: every sample's map position, drawn or not) inside the box or lasso region of
+    a ``st.plotly_chart`` selection, ascending; None when the selection has no region (a click, or nothing).
+
+    The map draws a sample of a large dataset: plotly reports only the drawn points it selected, while
+    the region selects every sample placed in it.
+    """
+    sel = _selection_dict(selection)
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        return None
+    inside = np.zeros(len(pts), dtype=bool)
+    found = False
+    for box in sel.get("box") or []:
+        xs, ys = np.asarray(box.get("x") or [], float), np.asarray(box.get("y") or [], float)
+        if len(xs) >= 2 and len(ys) >= 2:
+            found = True
+            inside |= ((pts[:, 0] >= xs.min()) & (pts[:, 0] <= xs.max())
+                       & (pts[:, 1] >= ys.min()) & (pts[:, 1] <= ys.max()))
+    for lasso in sel.get("lasso") or []:
+        xs, ys = np.asarray(lasso.get("x") or [], float), np.asarray(lasso.get("y") or [], float)
+        if len(xs) >= 3 and len(xs) == len(ys):
+            from matplotlib.path import Path as PolygonPath
+
+            found = True
+            inside |= PolygonPath(np.column_stack([xs, ys])).contains_points(pts)
+    return np.flatnonzero(inside) if found else None
+
+
 def ood_histogram(test_scores: np.ndarray, unseen_scores: np.ndarray, *, threshold: float | None = None,
                   method: str = "", nbins: int = 30, title: str | None = None) -> go.Figure:
     """Overlaid histograms (probability density) of test vs unseen scores, with the threshold line."""

@@ -282,6 +282,11 @@ def _map_tab() -> None:
         event = st.plotly_chart(fig, key="emb_map", on_select="rerun", selection_mode=("points", "box", "lasso"),
                                 width="stretch", config={"displaylogo": False})
         rows = charts.selected_rows(event)
+        n_drawn = len(rows)
+        if dims == 2 and len(shown) < len(emb):  # a region selects every sample in it, drawn or not
+            region = charts.rows_in_region(event, proj.points)
+            if region is not None and len(region):
+                rows = region.tolist()
         if dims == 3:
             st.caption("Box/lasso selection works on the 2-D map; in 3-D, drag to rotate and hover for details.")
         if not rows:
@@ -290,7 +295,9 @@ def _map_tab() -> None:
         sel = np.asarray(rows)
         frame = emb.frame().iloc[sel]
         n_wrong = int(((frame["label"] != "") & ~frame["correct"]).sum()) if has_model else 0
-        st.markdown(f"**{len(sel):,} selected** — " + (f"{n_wrong} misclassified; " if has_model else "") + "labels: "
+        drawn = f"{n_drawn:,} of them drawn on the map; " if len(sel) != n_drawn else ""
+        st.markdown(f"**{len(sel):,} selected** — {drawn}" + (f"{n_wrong} misclassified; " if has_model else "")
+                    + "labels: "
                     + ", ".join(f"{state.esc(k)} ({v})" for k, v in frame["label"].value_counts().head(6).items()))
         # mistakes first, then least confident
         order = np.lexsort((frame["confidence"].to_numpy(), frame["correct"].to_numpy()))

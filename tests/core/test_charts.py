@@ -68,3 +68,23 @@ def test_split_distribution_stacks_splits():
     frame = pd.DataFrame({"c": ["a", "a", "b"], "split": ["train", "test", "train"]})
     fig = charts.split_distribution(frame, label_column="c")
     assert [t.name for t in fig.data] == ["train", "test"]
+
+
+def test_a_box_or_lasso_region_selects_every_sample_in_it_drawn_or_not():
+    """The map draws a sample of a large dataset; the region picks every sample placed inside it."""
+    from core.embedding_charts import rows_in_region
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1, 1, (5000, 2))
+    box = {"selection": {"points": [], "box": [{"xref": "x", "yref": "y", "x": [0.5, -0.2], "y": [-0.1, 0.4]}],
+                         "lasso": []}}
+    want = np.flatnonzero((pts[:, 0] >= -0.2) & (pts[:, 0] <= 0.5) & (pts[:, 1] >= -0.1) & (pts[:, 1] <= 0.4))
+    np.testing.assert_array_equal(rows_in_region(box, pts), want)
+    # a lasso: the triangle (0,0) (1,0) (0,1) holds the points with x, y > 0 and x + y < 1
+    tri = {"points": [], "box": [], "lasso": [{"x": [0, 1, 0], "y": [0, 0, 1]}]}
+    got = rows_in_region(tri, pts)
+    inside = (pts[:, 0] > 0) & (pts[:, 1] > 0) & (pts.sum(axis=1) < 1)
+    assert len(got) > 500 and set(got) == set(np.flatnonzero(inside))
+    # a click (no region), nothing, or a 3-D map: no region
+    assert rows_in_region({"points": [{"customdata": ["a", 3]}], "box": [], "lasso": []}, pts) is None
+    assert rows_in_region(None, pts) is None and rows_in_region(box, np.zeros((4, 3))) is None

@@ -155,6 +155,12 @@ def test_user_strings_are_escaped_on_every_page(hostile_workspace, monkeypatch, 
         at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     bodies = _markdown_bodies(at)
+    if page == "embeddings":  # only the open tab runs: visit the others too
+        for tab in ("Clusters", "Unusual images (OOD)"):
+            at.session_state["emb_tab"] = tab
+            at.run()
+            assert not at.exception, (tab, [e.value for e in at.exception])
+            bodies += _markdown_bodies(at)
     leaked = [b for b in bodies if RAW_TAGS.search(b)]
     assert not leaked, f"unescaped user HTML in {page}: {leaked[:3]}"
     if page in ("data", "clean", "train", "evaluate", "embeddings"):  # the strings are shown, escaped
@@ -215,6 +221,8 @@ def test_embeddings_page_refuses_an_unseen_folder_outside_the_allowed_roots(host
     at.session_state["dataset_id"] = ds.dataset_id
     at.run()
     at.switch_page("views/embeddings.py").run()
+    at.session_state["emb_tab"] = "Unusual images (OOD)"
+    at.run()
     at.text_input(key="emb_ood_folder").set_value("/etc").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("/etc is outside the folders this app may read" in w.value for w in at.warning)
