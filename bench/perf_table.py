@@ -344,10 +344,29 @@ def _scale(r: dict) -> Iterator[Row]:
                    "`bench/bench_scale.py` → `bench_load.page_renders`")
 
 
+def _tta(r: dict) -> Iterator[Row]:
+    """Study rows: flip averaging vs the plain prediction of the same default-recipe model (not a default)."""
+    names = {"accuracy": "accuracy", "macro_f1": "macro F1", "mean_average_precision": "mAP"}
+    by: dict[str, list[dict]] = {}
+    for run in r.get("runs", []):
+        by.setdefault(run["dataset"], []).append(run)
+    for ds, runs_ in by.items():
+        main = "mean_average_precision" if "mean_average_precision" in runs_[0] else "accuracy"
+        per = "; ".join(f"seed {x['seed']}: {x[main]['plain']:.4f} → {x[main]['flip_averaged']:.4f} "
+                        f"({x[main]['delta']:+.4f} [{x[main]['ci_low']:+.4f}, {x[main]['ci_high']:+.4f}]"
+                        + (f", McNemar p {_p(x['mcnemar_p'])}" if x.get("mcnemar_p") is not None else "") + ")"
+                        for x in runs_)
+        sig = sum(x[main]["significant"] and x[main]["delta"] > 0 for x in runs_)
+        yield (f"study (not a default): test-time flip averaging, {ds.replace('_', ' ')}: test {names[main]} of the "
+               f"default recipe's final model with the mirrored image's probabilities averaged in",
+               per, "the same model, plain", f"significantly better in {sig} of {len(runs_)} seed(s) on "
+               f"{runs_[0]['n_test']:,} test images", "`bench/bench_tta.py`")
+
+
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "bench_cache": _cache, "bench_training": _training, "bench_quality": _quality, "bench_audit": _audit,
     "bench_evaluate": _evaluate, "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
-    "bench_scale": _scale,
+    "bench_scale": _scale, "bench_tta": _tta,
 }
 
 
