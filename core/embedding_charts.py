@@ -111,6 +111,17 @@ def embedding_map(points: np.ndarray, colour: np.ndarray, *, sample_ids: np.ndar
     return fig
 
 
+def _selection_dict(selection: object) -> dict:
+    """The ``selection`` part of a ``st.plotly_chart`` event (or the selection itself) as a dict."""
+    if selection is None:
+        return {}
+    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection",
+                                                                                            selection)
+    if isinstance(sel, dict):
+        return sel
+    return {k: getattr(sel, k, None) for k in ("points", "box", "lasso")}
+
+
 def selected_rows(selection: object) -> list[int]:
     """Rows (customdata[1]) of the points in a ``st.plotly_chart`` selection; unseen overlay points dropped.
 
@@ -118,12 +129,7 @@ def selected_rows(selection: object) -> list[int]:
     both are accepted.
     """
     points = []
-    if selection is None:
-        return []
-    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection",
-                                                                                            selection)
-    pts = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", []) or []
-    for p in pts:
+    for p in _selection_dict(selection).get("points") or []:
         cd = p.get("customdata") if isinstance(p, dict) else None
         if cd is None:
             continue
@@ -138,16 +144,6 @@ def selected_rows(selection: object) -> list[int]:
         if row >= 0:
             points.append(row)
     return list(dict.fromkeys(points))
-
-
-def _selection_dict(selection: object) -> dict:
-    if selection is None:
-        return {}
-    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection",
-                                                                                            selection)
-    if isinstance(sel, dict):
-        return sel
-    return {k: getattr(sel, k, None) for k in ("points", "box", "lasso")}
 
 
 def rows_in_region(selection: object, points: np.ndarray) -> np.ndarray | None:

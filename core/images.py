@@ -446,7 +446,6 @@ class RowView:
         self.shape = (len(self._rows), *source.shape[1:])
         self.dtype = source.dtype
         self.ndim = source.ndim
-        self._row_bytes = int(np.prod(source.shape[1:], dtype=np.int64)) * source.dtype.itemsize
         self._unreleased = 0  # bytes read since the last release (threads may race on it: a late release is harmless)
 
     def __len__(self) -> int:
@@ -454,16 +453,17 @@ class RowView:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
-            return self._read(np.asarray(self._source[int(self._rows[index])]), 1)
+            return self._read(np.asarray(self._source[int(self._rows[index])]))
         picked = self._rows[index]  # slice, int array or bool mask, with numpy's own checks
         if np.ndim(picked) == 0:
-            return self._read(np.asarray(self._source[int(picked)]), 1)
+            return self._read(np.asarray(self._source[int(picked)]))
         if len(picked) and np.all(np.diff(picked) == 1):  # contiguous: one slice of the map
-            return self._read(np.array(self._source[int(picked[0]):int(picked[-1]) + 1]), len(picked))
-        return self._read(np.asarray(self._source[picked]), len(picked))
+            return self._read(np.array(self._source[int(picked[0]):int(picked[-1]) + 1]))
+        return self._read(np.asarray(self._source[picked]))
 
-    def _read(self, out: np.ndarray, rows: int) -> np.ndarray:
-        self._unreleased += rows * self._row_bytes
+    def _read(self, out: np.ndarray) -> np.ndarray:
+        """``out`` (rows just read from the map), releasing the map's pages every :data:`RELEASE_BYTES` read."""
+        self._unreleased += out.nbytes
         if self._unreleased >= RELEASE_BYTES:
             self._unreleased = 0
             release_pages(self._source)
