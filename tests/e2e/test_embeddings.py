@@ -27,6 +27,8 @@ def test_map_renders_and_box_selection_shows_thumbnails(app_server, e2e_run, pag
     page.mouse.up()
     page.get_by_text("selected —").first.wait_for(timeout=60_000)
     wait_for_app(page, timeout=60_000)
+    # the summary is drawn before the gallery below it: wait for the first thumbnail (one CI run asserted too early)
+    page.locator("[data-testid='stImage']").first.wait_for(timeout=60_000)
     assert page.locator("[data-testid='stImage'] img, [data-testid='stImage']").count() >= 1
     assert_no_exception(page)
     page.mouse.move(5, 5)
