@@ -81,8 +81,9 @@ def train(folder: str, options: list[str], seed: int, out: Path, epochs: int | N
     return time.perf_counter() - t0
 
 
-def features(run_dir: Path, samples) -> np.ndarray:
-    """Frozen MobileNetV2-0.35 ImageNet features (global average pool) of ``samples``, at the run's size."""
+def features(run_dir: Path, samples, mirror: bool = False) -> np.ndarray:
+    """Frozen MobileNetV2-0.35 ImageNet features (global average pool) of ``samples``, at the run's size
+    (``mirror``: of the images mirrored left-right)."""
     import keras
 
     from core import runs
@@ -90,6 +91,8 @@ def features(run_dir: Path, samples) -> np.ndarray:
 
     ws = runs.run_workspace(run_dir, TMP / "ws")
     images = np.asarray(ImageCache(ws.cache_dir / "images").arrays(samples, SIZE).images, np.float32)
+    if mirror:
+        images = images[:, :, ::-1]
     base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False,
                                           weights="imagenet", pooling="avg")
     return base.predict(keras.applications.mobilenet_v2.preprocess_input(images), batch_size=64, verbose=0)
@@ -109,7 +112,9 @@ def _logistic(x_tr, y_tr, x_va, y_va, score):
 
 
 def probe_predictions(run_dir: Path):
-    """The probe's test predictions, as :class:`core.runs.Predictions` of the run's test rows.
+    """The probe's test predictions, as :class:`core.runs.Predictions` of the run's test rows: the plain
+    probe (the baseline), and the same probe with each test image's probabilities averaged with its
+    mirror's (a reference: how much of the recipe's margin flip averaging alone would give the probe).
 
     Train rows: the dataset's train split less the rows the run held out as val (predictions.csv
     holds val and test); their labels are read from the samples table with the run's class list.
@@ -131,43 +136,59 @@ def probe_predictions(run_dir: Path):
                       by_id.loc[np.asarray(test.sample_ids).astype(str)].reset_index(drop=True)], ignore_index=True)
     f = features(run_dir, rows)
     n_tr, n_va = len(train), len(val.sample_ids)
-    f = StandardScaler().fit(f[:n_tr]).transform(f)
+    scaler = StandardScaler().fit(f[:n_tr])
+    f = scaler.transform(f)
     f_tr, f_va, f_te = f[:n_tr], f[n_tr:n_tr + n_va], f[n_tr + n_va:]
+    f_te_m = scaler.transform(features(run_dir, rows.iloc[n_tr + n_va:], mirror=True))
+
+    def both(proba) -> tuple[np.ndarray, np.ndarray]:
+        """(plain, flip-averaged) test probabilities of a fitted classifier's ``proba(x)``."""
+        plain = proba(f_te)
+        return plain, (plain + proba(f_te_m)) / 2
 
     def index(col: str, classes) -> np.ndarray:
         pos = {str(c): k for k, c in enumerate(classes)}
         return np.array([pos.get(str(v), -1) for v in train[col]], np.int64)
 
-    def single(y_tr: np.ndarray, y_va: np.ndarray, n_classes: int) -> np.ndarray:
-        """Test-row probabilities (columns: class indices) of a probe on one single-label target."""
+    def single(y_tr: np.ndarray, y_va: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(plain, flip-averaged) test-row probabilities (columns: class indices) of a probe on one
+        single-label target."""
         a, b = y_tr >= 0, y_va >= 0
         clf = _logistic(f_tr[a], y_tr[a], f_va[b], y_va[b],
                         lambda y, m, x: f1_score(y, m.predict(x), average="macro"))
-        probs = np.zeros((len(f_te), n_classes))
-        probs[:, clf.classes_] = clf.predict_proba(f_te)
-        return probs
+
+        def proba(x):
+            probs = np.zeros((len(x), n_classes))
+            probs[:, clf.classes_] = clf.predict_proba(x)
+            return probs
+        return both(proba)
 
     if test.task == "multilabel":
         cols = [str(c) for c in test.classes]
         y_train = train[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        probs = np.zeros((len(f_te), len(cols)))
+        pair = [np.zeros((len(f_te), len(cols))), np.zeros((len(f_te), len(cols)))]
         for k in range(len(cols)):
             a, b = ~np.isnan(y_train[:, k]), ~np.isnan(val.y_true[:, k])
             clf = _logistic(f_tr[a], y_train[a, k].astype(int), f_va[b], val.y_true[b, k].astype(int),
                             lambda yy, m, x: average_precision_score(yy, m.predict_proba(x)[:, 1])
                             if len(set(yy)) > 1 else 0.0)
-            probs[:, k] = clf.predict_proba(f_te)[:, 1]
-        return dataclasses.replace(test, probs=probs, y_pred=(probs >= 0.5).astype(int))
+            for dst, src in zip(pair, both(lambda x: clf.predict_proba(x)[:, 1])):
+                dst[:, k] = src
+        return tuple(dataclasses.replace(test, probs=p, y_pred=(p >= 0.5).astype(int)) for p in pair)
     if test.task == "hierarchical":
-        level_probs = {lv: single(index(lv, test.level_classes[lv]), val.level_true[lv], len(test.level_classes[lv]))
-                       for lv in test.levels}
-        level_pred = {lv: p.argmax(1) for lv, p in level_probs.items()}
+        per_level = {lv: single(index(lv, test.level_classes[lv]), val.level_true[lv], len(test.level_classes[lv]))
+                     for lv in test.levels}
         fine = test.levels[-1]
-        return dataclasses.replace(test, level_probs=level_probs, level_pred=level_pred, probs=level_probs[fine],
-                                   y_pred=level_pred[fine])
+        out = []
+        for j in (0, 1):
+            level_probs = {lv: p[j] for lv, p in per_level.items()}
+            level_pred = {lv: p.argmax(1) for lv, p in level_probs.items()}
+            out.append(dataclasses.replace(test, level_probs=level_probs, level_pred=level_pred,
+                                           probs=level_probs[fine], y_pred=level_pred[fine]))
+        return tuple(out)
     col = ds.schema.label_columns[-1]
-    probs = single(index(col, test.classes), val.y_true, len(test.classes))
-    return dataclasses.replace(test, probs=probs, y_pred=probs.argmax(1))
+    return tuple(dataclasses.replace(test, probs=p, y_pred=p.argmax(1))
+                 for p in single(index(col, test.classes), val.y_true, len(test.classes)))
 
 
 def bench(name: str, seeds: int, epochs: int | None, start_seed: int = 0) -> dict:
@@ -183,21 +204,26 @@ def bench(name: str, seeds: int, epochs: int | None, start_seed: int = 0) -> dic
         test = runs.read_predictions(run, split="test")
         if probe is None:  # the same rows every seed (the split is the dataset's): fit the probe once
             log(f"{name}: the linear probe on the same rows")
-            probe = probe_predictions(run)
+            probe, probe_flip = probe_predictions(run)
         c = compare.compare_predictions(probe, test, name_a="probe", name_b="recipe")
+        c_flip = compare.compare_predictions(probe_flip, test, name_a="probe, flip-averaged", name_b="recipe")
         choice = training_charts.final_choice(runs.read_metrics(run)) or {}
         row = {"seed": seed, "wall_s": round(wall, 1), "final_model": choice.get("chosen"),
                "n_test": c.n_common, "mcnemar_p": None if c.mcnemar is None else round(c.mcnemar.p_value, 4)}
         blocks = {None: c.metrics} if not c.levels else {lv: ms for lv, (ms, _mc) in c.levels.items()}
+        flips = {None: c_flip.metrics} if not c_flip.levels else {lv: ms for lv, (ms, _mc) in c_flip.levels.items()}
         if c.levels:
             row["mcnemar_p"] = {lv: round(mc.p_value, 4) for lv, (_ms, mc) in c.levels.items()}
         for lv, ms in blocks.items():
             for m in metrics:
                 d = ms[m]
                 key = m if lv is None else f"{lv}.{m}"
+                f = flips[lv][m]
                 row[key] = {"recipe": round(d.b, 4), "probe": round(d.a, 4), "delta": round(d.delta, 4),
                             "ci_low": round(d.ci_low, 4), "ci_high": round(d.ci_high, 4),
-                            "significant": bool(d.significant)}
+                            "significant": bool(d.significant),
+                            "probe_flip_averaged": round(f.a, 4), "delta_vs_probe_flip_averaged": round(f.delta, 4),
+                            "significant_vs_probe_flip_averaged": bool(f.significant)}
         out["seeds"].append(row)
         log(f"{name}: seed {seed}: " + json.dumps({k: v for k, v in row.items() if isinstance(v, dict)}))
     return summarize(out)
@@ -208,6 +234,7 @@ def summarize(out: dict) -> dict:
     keys = [k for k, v in out["seeds"][0].items() if isinstance(v, dict) and k != "mcnemar_p"]
     out["summary"] = {k: {"recipe": spread([r[k]["recipe"] for r in out["seeds"]]),
                           "probe": out["seeds"][0][k]["probe"],
+                          "probe_flip_averaged": out["seeds"][0][k].get("probe_flip_averaged"),
                           "delta_mean": round(statistics.mean(r[k]["delta"] for r in out["seeds"]), 4),
                           "seeds_significantly_better": sum(r[k]["significant"] and r[k]["delta"] > 0
                                                             for r in out["seeds"]),

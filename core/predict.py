@@ -307,6 +307,7 @@ class Predictor:
         self.image_size = int(size)
         lo, hi = (preprocessing.get("input_range") or [0, 255])[:2]
         self._scale = (float(lo), (float(hi) - float(lo)) / 255.0)
+        self.flip_average = runs.flips_averaged(preprocessing)
         self.class_thresholds: dict[str, float] = {}
         for k, v in (thresholds.get("classes") or {}).items():
             t = _float_or_none(v.get("threshold")) if isinstance(v, Mapping) else None
@@ -445,11 +446,18 @@ class Predictor:
             x[:n] = lo + x[:n] * step
         # predict_on_batch runs the compiled graph: ~10-40x faster than model.predict for one image
         # (no tf.data pipeline per call), and than an eager model(x) call for deep backbones
+        if self.flip_average:  # the run's own predictions average each image with its mirror: so do these
+            x = np.concatenate([x, x[:, :, ::-1]])
         with self._lock:
             if self._twin is None or self._ood_fn is None:  # no OOD scorer: the embedding is not needed
-                return np.asarray(self.model.predict_on_batch(x), dtype=np.float64)[:n], None
-            probs, emb = self._twin.predict_on_batch(x)
-        return np.asarray(probs, dtype=np.float64)[:n], np.asarray(emb, dtype=np.float32)[:n]
+                probs, emb = self.model.predict_on_batch(x), None
+            else:
+                probs, emb = self._twin.predict_on_batch(x)
+        probs = np.asarray(probs, dtype=np.float64)
+        if self.flip_average:
+            probs = (probs[:size] + probs[size:]) / 2
+        # the embedding is the image's as it is: the OOD scorer was fitted on those
+        return probs[:n], None if emb is None else np.asarray(emb, dtype=np.float32)[:n]
 
     def _ood(self, vectors: np.ndarray | None, n: int) -> np.ndarray:
         """Scores (n,) of embedding vectors; NaN when there is no scorer (or no vectors)."""

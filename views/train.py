@@ -55,6 +55,7 @@ def _recipe(model: str, weights: str) -> dict:
         "train_dropout": float(cfg.dropout), "train_embedding": int(cfg.embedding_dim),
         "train_patience": int(cfg.patience), "train_reduce_lr": int(cfg.reduce_lr_patience),
         "train_probe_head": bool(cfg.probe_head), "train_average_weights": bool(cfg.average_weights),
+        "train_flip_average": cfg.flips_averaged(),
     }
 
 
@@ -182,6 +183,12 @@ def model_widgets() -> dict:
                                    on_change=_apply_recipe,
                                    format_func={"imagenet": "ImageNet (pretrained)", "none": "random init"}.get)
     opts["augmentation"] = st.checkbox("Augmentation (flip, rotation, zoom, contrast)", key="train_augment")
+    opts["flip_average"] = st.checkbox(
+        "Average each prediction with the mirrored image", key="train_flip_average",
+        help="test-time flip averaging: every val score, the final model's choice and every prediction use the "
+             "mean of the image's and its left-right mirror's probabilities (twice the inference time). On by "
+             "default when the model trains on mirrored images; leave it off when left and right differ in "
+             "meaning (arrows, text)")
     return opts
 
 

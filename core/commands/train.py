@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--image-size", type=int, help="square input side in pixels (recipe: 64 CNN, 128 transfer)")
     m.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flip/rotate/zoom/contrast augmentation (default: on for transfer, off for the CNN)")
+    m.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="every val score and prediction averages the image with its left-right mirror (default: "
+                        "on when the model trains on mirrored images, i.e. with --augment)")
     m.add_argument("--embedding-dim", type=int, help="width of the embedding layer (recipe: 64 CNN, 128 transfer)")
     m.add_argument("--dropout", type=float, help="dropout before and after the embedding (recipe: 0.2 CNN, 0 "
                                                   "transfer)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 reduce_lr_patience=args.reduce_lr_patience, class_weights=args.class_weights, seed=args.train_seed,
                 fine_tune_layers=args.fine_tune_layers, warmup_epochs=args.warmup_epochs,
                 feature_warmup=args.feature_warmup, probe_head=args.probe_head, average_weights=args.average_weights,
-                log_every=args.log_every)
+                flip_average=args.flip_average, log_every=args.log_every)
             recipe_keys = ("image_size", "epochs", "dropout", "embedding_dim", "patience", "fine_tune_layers",
                            "warmup_epochs", "augmentation", "feature_norm", "reduce_lr_patience", "probe_head",
                            "average_weights")

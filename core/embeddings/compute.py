@@ -189,7 +189,8 @@ def embed_images_with_probs(run_dir, images: np.ndarray) -> tuple[np.ndarray, np
     """Like :func:`embed_images`, also returning the model's probabilities (N, K)."""
     rd = runs.as_run_dir(run_dir)
     _check_run(rd)
-    probs, vecs = predict_outputs(_twin_model(rd), np.asarray(images))
+    probs, vecs = predict_outputs(_twin_model(rd), np.asarray(images),
+                                  flip_average=runs.flips_averaged(runs.read_preprocessing(rd)))
     return vecs, probs
 
 

@@ -80,17 +80,34 @@ def _model(spec: dict):
     return backbone_model(spec["backbone"], spec["alpha"], spec["size"])
 
 
-def predict_outputs(model, images: np.ndarray) -> list[np.ndarray]:
-    """The model's outputs (a list, one (n, d) float32 array each) for ``images``, in batches."""
+def flips_averaged(spec: dict) -> bool:
+    """Whether the spec's model predicts as the mean over each image and its mirror (a run that says so)."""
+    from core import runs
+
+    return "run" in spec and runs.flips_averaged(runs.read_preprocessing(spec["run"]))
+
+
+def predict_outputs(model, images: np.ndarray, *, flip_average: bool = False) -> list[np.ndarray]:
+    """The model's outputs (a list, one (n, d) float32 array each) for ``images``, in batches.
+
+    ``flip_average``: the first output (a run's predictions) is the mean over each image and its
+    left-right mirror, as the run's own predictions are; the others (the embedding) are the image's own.
+    """
     n_out = len(model.outputs)
     parts: list[list[np.ndarray]] = [[] for _ in range(n_out)]
     with _PREDICT_LOCK:
         for start in range(0, len(images), BATCH_SIZE):
             batch = np.asarray(images[start:start + BATCH_SIZE], dtype=np.float32)
+            m = len(batch)
+            if flip_average:
+                batch = np.concatenate([batch, batch[:, :, ::-1]])
             out = model.predict_on_batch(batch)
-            out = out if isinstance(out, (list, tuple)) else [out]
+            out = list(out) if isinstance(out, (list, tuple)) else [out]
+            if flip_average:
+                out = [(np.asarray(out[0], np.float64)[:m] + np.asarray(out[0], np.float64)[m:]) / 2,
+                       *(np.asarray(o)[:m] for o in out[1:])]
             for k, o in enumerate(out):
-                parts[k].append(np.asarray(o, dtype=np.float32).reshape(len(batch), -1))
+                parts[k].append(np.asarray(o, dtype=np.float32).reshape(m, -1))
     return [np.concatenate(p) if p else np.zeros((0, int(model.outputs[k].shape[-1])), np.float32)
             for k, p in enumerate(parts)]
 
@@ -107,6 +124,7 @@ def forward_samples(samples: pd.DataFrame, size: int, spec: dict, workspace: Wor
     n = len(samples)
     total = 2 * max(n, 1)
     model = _model(spec)
+    flip = flips_averaged(spec)
     if engines.check_engine(engine) == "ray" and n:
         return _forward_with_ray(samples, size, spec, model, progress=progress, total=total)
     arrays = ImageCache(workspace.cache_dir / "images").arrays(
@@ -117,7 +135,7 @@ def forward_samples(samples: pd.DataFrame, size: int, spec: dict, workspace: Wor
     for start in range(0, len(ok), step):
         batch = arrays.images[ok[start:start + step]]  # a copy: the map's pages are released below
         release_pages(arrays.images)  # else the process keeps every page of the cache mapped (2.7 GB at 100k)
-        for k, out in enumerate(predict_outputs(model, batch)):
+        for k, out in enumerate(predict_outputs(model, batch, flip_average=flip)):
             chunks[k].append(out)
         if progress:
             progress(n + min(start + step, len(ok)), total)
@@ -142,6 +160,7 @@ class _RayForward:
 
     def __init__(self, spec: dict, size: int):
         self.model = _model(spec)
+        self.flip = flips_averaged(spec)
         self.size = int(size)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +168,7 @@ class _RayForward:
 
         engines.crash_once_for_tests()
         images, ok, errors = decode_rows(batch, self.size)
-        outs = predict_outputs(self.model, images[ok])
+        outs = predict_outputs(self.model, images[ok], flip_average=self.flip)
         result = pd.DataFrame({"_row": batch["_row"].to_numpy(), "ok": ok, "error": errors})
         at = np.flatnonzero(ok)
         for k, out in enumerate(outs):

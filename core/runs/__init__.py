@@ -56,9 +56,9 @@ This face only hands their public names on.
 from __future__ import annotations
 
 from core.runs.layout import (
-    ACTIVE_STATES, BASE_PREDICTION_COLUMNS, CONFIG, LABELS, LABEL_PATCH, METRICS, MODEL, PREDICTIONS,
+    ACTIVE_STATES, BASE_PREDICTION_COLUMNS, CONFIG, FLIP_AVERAGE, LABELS, LABEL_PATCH, METRICS, MODEL, PREDICTIONS,
     PREPROCESSING, RESOLVED, RunDir, STATES, STATUS, TASKS, THRESHOLDS, UNKNOWN_STATE, WORKER_LOG, as_run_dir,
-    json_default, output_names, read_config, read_labels, read_preprocessing, record_resolved, validate_labels,
+    flips_averaged, json_default, output_names, read_config, read_labels, read_preprocessing, record_resolved, validate_labels,
     write_config, write_labels,
 )
 from core.runs.listing import RUN_COLUMNS, Run, list_runs, open_run, run_dataset, run_summary, run_workspace
@@ -71,10 +71,10 @@ from core.runs.status import (
 )
 
 __all__ = [
-    "ACTIVE_STATES", "BASE_PREDICTION_COLUMNS", "CONFIG", "LABELS", "LABEL_PATCH", "METRICS", "MODEL",
+    "ACTIVE_STATES", "BASE_PREDICTION_COLUMNS", "CONFIG", "FLIP_AVERAGE", "LABELS", "LABEL_PATCH", "METRICS", "MODEL",
     "PREDICTIONS", "PREPROCESSING", "Predictions", "RESOLVED", "RUN_COLUMNS", "Run", "RunDir", "STATES", "STATUS",
     "TASKS", "THRESHOLDS", "UNKNOWN_STATE", "WORKER_LOG", "append_metrics", "as_run_dir", "class_thresholds",
-    "effective_state", "json_default", "list_runs", "open_run", "output_names", "pid_alive", "prediction_columns",
+    "effective_state", "flips_averaged", "json_default", "list_runs", "open_run", "output_names", "pid_alive", "prediction_columns",
     "predictions_frame", "process_start_ticks", "read_config", "read_labels", "read_metrics", "read_predictions",
     "read_preprocessing", "read_status", "read_thresholds", "record_resolved", "require_predictions",
     "run_dataset", "run_summary", "run_workspace", "validate_labels", "write_config", "write_labels",

@@ -25,6 +25,8 @@ METRICS = "metrics.jsonl"
 MODEL = "model.keras"
 LABELS = "labels.json"
 PREPROCESSING = "preprocessing.json"
+#: preprocessing.json key: true when every prediction averages the image with its left-right mirror.
+FLIP_AVERAGE = "flip_average"
 PREDICTIONS = "predictions.csv"
 THRESHOLDS = "thresholds.json"
 WORKER_LOG = "worker.log"
@@ -164,6 +166,12 @@ def read_config(run_dir) -> dict[str, Any]:
         return {}
     resolved = read_json(rd.resolved, default=None)
     return {**cfg, **resolved} if isinstance(resolved, dict) else cfg
+
+
+def flips_averaged(preprocessing: Mapping[str, Any]) -> bool:
+    """Whether a run's predictions average each image with its left-right mirror (``preprocessing.json``'s
+    :data:`FLIP_AVERAGE`, written by the worker; runs from before it predicted each image once)."""
+    return preprocessing.get(FLIP_AVERAGE) is True
 
 
 def read_preprocessing(run_dir) -> dict[str, Any]:

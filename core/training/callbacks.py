@@ -26,16 +26,19 @@ from core.training.health import COLLAPSE_EPOCHS, collapse_alert, gap_alert
 
 
 @contextlib.contextmanager
-def recording_on_features(recorder, ctx, model, head, f_val: np.ndarray, *, n_images: int, seconds: float):
-    """While the head fits on backbone features: ``recorder`` evaluates ``head`` on the val features and
-    checkpoints the whole ``model``; afterwards its context is the images' again, its throughput counts
-    ``n_images`` in ``seconds`` (the feature pass, not the head steps) and its best weights are whole-model."""
+def recording_on_features(recorder, ctx, model, head, f_val: np.ndarray, *, n_images: int, seconds: float,
+                          f_val_mirrored: np.ndarray | None = None):
+    """While the head fits on backbone features: ``recorder`` evaluates ``head`` on the val features (and
+    the mirrored images' features, when flips are averaged) and checkpoints the whole ``model``; afterwards
+    its context is the images' again, its throughput counts ``n_images`` in ``seconds`` (the feature pass,
+    not the head steps) and its best weights are whole-model."""
     import tensorflow as tf
 
     image_ctx = recorder.ctx
     seen, secs = recorder.images_seen, recorder.train_seconds
+    mirrored = None if f_val_mirrored is None else tf.data.Dataset.from_tensor_slices(f_val_mirrored).batch(256)
     recorder.ctx = dataclasses.replace(ctx, val_ds=tf.data.Dataset.from_tensor_slices(f_val).batch(256),
-                                       source="backbone features",
+                                       val_ds_mirrored=mirrored, source="backbone features",
                                        save_checkpoint=lambda _head: image_ctx.save_checkpoint(model))
     try:
         yield
@@ -188,7 +191,7 @@ def _make_callbacks_module():
             self.train_seconds += train_s
             self.images_seen += n_images
             t1 = time.perf_counter()
-            probs = self.model.predict(ctx.val_ds, verbose=0)
+            probs = ctx.val_probs(self.model)
             val = epoch_scores(ctx.metric_task, ctx.val_y, probs)
             for k in ("loss", "accuracy", "macro_f1", "map"):
                 if k in val:
@@ -278,6 +281,15 @@ class FitContext:
     alert_collapse: bool = True
     source: str = "images"  # what the fitted model reads: "images", or "backbone features" (frozen warm-up)
     phase: str | None = None  # two-phase transfer runs: "frozen warm-up", then "fine-tuning"
+    val_ds_mirrored: Any = None  # flip averaging: the val inputs mirrored left-right (None: off)
+
+    def val_probs(self, model) -> np.ndarray:
+        """``model``'s val predictions, averaged with the mirrored images' when flips are averaged."""
+        probs = model.predict(self.val_ds, verbose=0)
+        if self.val_ds_mirrored is None:
+            return probs
+        return (np.asarray(probs, np.float64) + np.asarray(model.predict(self.val_ds_mirrored, verbose=0),
+                                                           np.float64)) / 2
 
     def add_alert(self, alert: dict) -> None:
         # keep one alert per (kind, stage); update it with the latest epoch

@@ -12,7 +12,8 @@ import numpy as np
 IN_MEMORY_LIMIT_BYTES = 512 * 1024**2
 
 def make_dataset(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None = None, *, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, in_memory_limit: int = IN_MEMORY_LIMIT_BYTES):
+                 shuffle: bool = False, seed: int = 0, in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
+                 mirror: bool = False):
     """A ``tf.data.Dataset`` of ``(float32 images (B, S, S, 3) in 0..255, targets)`` batches.
 
     Parameters
@@ -30,6 +31,8 @@ def make_dataset(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None =
         When the selected rows take at most this many bytes they are copied to RAM once
         and gathered in-graph; otherwise each batch is read from the memmap in a
         parallel ``numpy_function`` (sorted reads), so RAM stays flat.
+    mirror : bool
+        Serve every image mirrored left-right (test-time flip averaging, see :func:`predict_images`).
 
     Returns
     -------
@@ -65,6 +68,12 @@ def make_dataset(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None =
             x.set_shape((None, *size))
             return tf.cast(x, tf.float32)
 
+    if mirror:
+        plain = load
+
+        def load(p):
+            return tf.reverse(plain(p), axis=[2])  # (B, H, W, C): the width axis
+
     if y is None:
         ds = pos.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
@@ -72,3 +81,14 @@ def make_dataset(images: np.ndarray, indices: np.ndarray, y: np.ndarray | None =
         y_t = tf.constant(y_sel.astype(np.float32) if y_sel.dtype.kind == "f" else y_sel.astype(np.int64))
         ds = pos.map(lambda p: (load(p), tf.gather(y_t, p)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_images(model, images: np.ndarray, indices: np.ndarray, *, batch_size: int, flip_average: bool = False):
+    """``model.predict`` on rows ``indices`` of ``images``; with ``flip_average`` the mean of the
+    predictions for each image and its left-right mirror (what a run trained on mirrored images
+    ships: :attr:`core.training.config.TrainConfig.flip_average`)."""
+    probs = model.predict(make_dataset(images, indices, None, batch_size=batch_size), verbose=0)
+    if flip_average:
+        mirrored = model.predict(make_dataset(images, indices, None, batch_size=batch_size, mirror=True), verbose=0)
+        probs = (np.asarray(probs, dtype=np.float64) + np.asarray(mirrored, dtype=np.float64)) / 2
+    return probs

@@ -34,7 +34,7 @@ from core.training.callbacks import (
     FitContext, StopRequest, Stopped, callback_classes, recording_on_features, weight_average,
 )
 from core.training.config import TrainConfig, monitors_for
-from core.training.data import make_dataset
+from core.training.data import make_dataset, predict_images
 from core.training.devices import configure_devices, distribution_strategy
 from core.training.probe import (
     PROBE_CS, PROBE_FOLDS, fit_logistic, multilabel_coefs, probe_coefs, probe_folds, sigmoid, softmax,
@@ -141,6 +141,7 @@ class _Trainer:
         self.images_seen = 0
         self.weights_used = "random (CNN)" if config.model == "cnn" else (
             "imagenet" if config.weights == "imagenet" else "random (--weights none)")
+        self.flip_average = config.flips_averaged()
         self.stage_no = 0
         self.n_stages = 1
         self._epoch_end = self.t_start  # ETA bookkeeping (see _eta)
@@ -228,11 +229,14 @@ class _Trainer:
         self.stop.model = model
         train_ds = make_dataset(images, train_idx, y, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
         val_ds = make_dataset(images, val_idx, None, batch_size=max(cfg.batch_size, 64))
+        mirrored = make_dataset(images, val_idx, None, batch_size=max(cfg.batch_size, 64), mirror=True) \
+            if self.flip_average else None
         ctx = FitContext(
             run_dir=self.run_dir, stage=stage, stop=self.stop, val_ds=val_ds, val_y=val_y, metric_task=metric_task,
             names=tuple(names), monitor=cfg.monitor, epochs=cfg.epochs, batch_size=cfg.batch_size,
             n_train=len(train_idx), save_checkpoint=lambda m: models.save_model(m, checkpoint),
             on_epoch=lambda rec: self.on_epoch(rec, stage_epochs=cfg.epochs), alerts=self.alerts,
+            val_ds_mirrored=mirrored,
         )
         BatchLogger, RunRecorder = callback_classes()
         recorder = RunRecorder(ctx)
@@ -315,7 +319,8 @@ class _Trainer:
     def _frozen_features(self, model, ctx, *, images, train_idx, val_idx, metric_task: str, strategy,
                          what: str):
         """The frozen backbone's features of the train and val rows, computed once, and the compiled head
-        that reads them: ``(head, f_train, f_val)``, or None when a stop was requested meanwhile."""
+        that reads them: ``(head, f_train, f_val, f_val_mirrored)`` (the last None unless flips are
+        averaged), or None when a stop was requested meanwhile."""
         from core import models
 
         cfg = self.config
@@ -331,7 +336,11 @@ class _Trainer:
         if self.stop.requested:
             return None
         f_val = features.predict(make_dataset(images, val_idx, None, batch_size=batch), verbose=0)
-        return head, f_train, f_val
+        f_val_mirrored = None
+        if self.flip_average and not self.stop.requested:
+            f_val_mirrored = features.predict(make_dataset(images, val_idx, None, batch_size=batch, mirror=True),
+                                              verbose=0)
+        return head, f_train, f_val, f_val_mirrored
 
     def _fit_probe_head(self, model, recorder, ctx, *, images, train_idx, val_idx, y, start: int, metric_task: str,
                         strategy, class_weight) -> None:
@@ -354,7 +363,7 @@ class _Trainer:
                                     metric_task=metric_task, strategy=strategy, what="= a linear probe on")
         if got is None:
             return
-        head, f_train, f_val = got
+        head, f_train, f_val, f_val_mirrored = got
         multilabel = metric_task == "multilabel"
         y_train = np.asarray(y, np.float64)[train_idx] if multilabel else np.asarray(y)[train_idx].astype(np.int64)
         try:
@@ -403,7 +412,7 @@ class _Trainer:
         train_probs = head.predict(f_train, verbose=0, batch_size=1024)
         train_eval = epoch_scores(metric_task, y_train, train_probs)
         with recording_on_features(recorder, ctx, model, head, f_val, n_images=len(train_idx) + len(val_idx),
-                                    seconds=fit_s):
+                                    seconds=fit_s, f_val_mirrored=f_val_mirrored):
             recorder.set_model(head)
             recorder.on_epoch_begin(start)
             recorder._t0 -= fit_s  # the epoch's time is the feature pass and the probe's fits
@@ -423,7 +432,7 @@ class _Trainer:
             return None
         kept = model.get_weights()
         model.set_weights(weights)
-        val = epoch_scores(ctx.metric_task, ctx.val_y, model.predict(ctx.val_ds, verbose=0))
+        val = epoch_scores(ctx.metric_task, ctx.val_y, ctx.val_probs(model))
         model.set_weights(kept)
         first, last = average.epochs[0], average.epochs[-1]
         record = {"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
@@ -517,7 +526,7 @@ class _Trainer:
                                     metric_task=metric_task, strategy=strategy, what="on")
         if got is None:
             return
-        head, f_train, f_val = got
+        head, f_train, f_val, f_val_mirrored = got
         extract_s = time.perf_counter() - t0
         y_train = np.asarray(y)[train_idx]
         y_train = y_train.astype(np.float32) if y_train.dtype.kind == "f" else y_train.astype(np.int64)
@@ -526,7 +535,7 @@ class _Trainer:
                     .batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
         self.stop.model = head
         try:
-            with recording_on_features(recorder, ctx, model, head, f_val,
+            with recording_on_features(recorder, ctx, model, head, f_val, f_val_mirrored=f_val_mirrored,
                                         n_images=len(train_idx) + len(val_idx), seconds=extract_s):
                 head.fit(train_ds, epochs=end, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
                          class_weight=class_weight)
@@ -609,7 +618,13 @@ class _Trainer:
             "preprocessing_in_model": True, "model": cfg.model,
             "model_preprocess": "rescale 1/255" if cfg.model == "cnn" else
             ("built into the backbone" if cfg.model == "efficientnet_b0" else "scale to [-1, 1]"),
+            runs.FLIP_AVERAGE: self.flip_average,
+            "test_time": ("each image's probabilities are the mean of its own and its left-right mirror's"
+                          if self.flip_average else "each image once, as it is"),
         })
+        if self.flip_average:
+            self.log("test-time flip averaging: every val score, the final model's choice and every prediction "
+                     "average each image with its left-right mirror (the model trained on mirrored images)")
         runs.record_resolved(self.run_dir, {"weights_used": self.weights_used, "counts": counts,
                                             "outputs": list(targets.names), "task_resolved": task,
                                             "keras_version": keras.__version__, "python": sys.version.split()[0]})
@@ -642,7 +657,8 @@ class _Trainer:
             if len(idx[s]) == 0:
                 metrics[s] = {}
                 continue
-            probs = model.predict(make_dataset(images, idx[s], None, batch_size=max(cfg.batch_size, 64)), verbose=0)
+            probs = predict_images(model, images, idx[s], batch_size=max(cfg.batch_size, 64),
+                                   flip_average=self.flip_average)
             frames.append(self._prediction_frame(targets, idx[s], probs, s))
             metrics[s] = self._final_metrics(targets, idx[s], probs)
         if frames:

@@ -255,3 +255,31 @@ def test_multiclass_uncertain_below_saved_threshold(tmp_path):
     assert df["uncertain"].tolist() == [c == "a" for c in best]
     with pytest.raises(ValueError, match="top_k"):
         pred.predict_images(list(_images(2)), top_k=0)
+
+
+def test_a_run_that_averages_flips_predicts_the_mean_of_the_image_and_its_mirror(tmp_path):
+    """preprocessing.json's flip_average (written by runs trained on mirrored images): every probability
+    is the mean over the image and its left-right mirror; the OOD embedding stays the image's own."""
+    labels = {"task": "multiclass", "classes": ["a", "b", "c"]}
+    images = _images(37)  # not a power of two: padding and the mirrored half must line up
+    plain = _synthetic(tmp_path, labels, {}, activation="softmax")
+    want = (plain.probabilities(images) + plain.probabilities(images[:, :, ::-1].copy())) / 2
+    assert np.abs(plain.probabilities(images) - want).max() > 1e-3  # the model is not mirror-symmetric
+    import keras
+
+    from core.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(3, image_size=16, activation="softmax", embedding_dim=4, filters=4, seed=0)
+    flip = Predictor(tmp_path, source=str(tmp_path), model=model, labels=runs.validate_labels(labels),
+                     preprocessing={"image_size": 16, "input_range": [0, 255], runs.FLIP_AVERAGE: True},
+                     thresholds={}, config={})
+    assert flip.flip_average and not plain.flip_average
+    np.testing.assert_allclose(flip.probabilities(images), want, atol=1e-6)
+    df = flip.predict_images(list(images))
+    np.testing.assert_allclose(df[[f"p_{c}" for c in labels["classes"]]].to_numpy(), want, atol=1e-6)
+    # the embedding (what the OOD scorer reads) is the image's as it is, not the mirror's
+    flip._ood_fn = plain._ood_fn = lambda v: np.asarray(v)[:, 0]
+    _, emb_flip = flip._forward(images[:5])
+    _, emb_plain = plain._forward(images[:5])
+    np.testing.assert_allclose(emb_flip, emb_plain, atol=1e-6)

@@ -417,6 +417,22 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     assert result["val"]["accuracy"] == pytest.approx(chosen_row["val_accuracy"])
     model = models.load_model(runs.RunDir(out).model)  # the whole model (pixels in)
     assert tuple(model.inputs[0].shape[1:]) == (96, 96, 3)
+    # the model trained on mirrored images, so every val score above and every prediction averages each image
+    # with its mirror: predictions.csv is what the Predictor (Predict page, CLI, bundle) gives for those files
+    assert runs.read_preprocessing(out)[runs.FLIP_AVERAGE] is True and "test-time flip averaging" in proc.stderr
+    from core.predict import Predictor
+
+    test = runs.read_predictions(out, split="test")
+    predictor = Predictor.load(out)
+    assert predictor.flip_average
+    got = predictor.predict_paths(list(test.paths))
+    np.testing.assert_allclose(got[[f"p_{c}" for c in predictor.outputs]].to_numpy(), test.probs, atol=1e-4)
+    from core import embeddings  # the Embeddings page's probabilities too; its vectors are the images' own
+
+    images = np.stack([predictor._decode(p) for p in test.paths[:6]])
+    vecs, probs = embeddings.embed_images_with_probs(out, images)
+    np.testing.assert_allclose(probs, test.probs[:6], atol=1e-4)
+    np.testing.assert_allclose(vecs, embeddings.embed_images(out, images), atol=1e-5)
 
 
 def test_embedding_is_widened_so_a_probe_head_fits_many_classes():
