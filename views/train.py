@@ -452,9 +452,13 @@ def live_view(run_path: str) -> None:
                     else f"final model: the {esc(choice['chosen'])} (epoch {esc(choice['epoch'])})" if choice
                     else f"best epoch {esc(status.get('best_epoch'))}")
             st.markdown(" · ".join(lines) + f" · {kept}")
+            flips = (" Every val score and prediction averages each image with its left-right mirror (test-time "
+                     "flip averaging).") if runs.flips_averaged(runs.read_preprocessing(rd)) else ""
             if choice is not None and isinstance(choice.get("reason"), str):
                 st.caption(f"Chosen on val: {esc(choice['reason'])}. The final model is never worse on val than "
-                           "its warm-up.")
+                           "its warm-up." + flips)
+            elif flips:
+                st.caption(flips.strip())
     if metrics.empty:
         st.info("No metrics yet: the worker is " + ("waiting in the queue." if run_state == "queued" else
                                                     "loading the data and building the model."))

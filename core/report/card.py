@@ -80,7 +80,8 @@ def _section_model_card(ctx: _Context) -> Section:
         dataset_name=ctx.dataset.name if ctx.dataset is not None else (cfg.get("dataset_id") or "an unnamed dataset"),
         counts=cfg.get("counts") or {}, architecture=_MODEL_NAMES.get(model, model),
         weights=cfg.get("weights_used") or cfg.get("weights"), image_size=cfg.get("image_size"),
-        preprocess=pre.get("model_preprocess"), trained=_when(cfg.get("created_at")),
+        preprocess=pre.get("model_preprocess"), flip_average=runs.flips_averaged(pre),
+        trained=_when(cfg.get("created_at")),
         keras_version=cfg.get("keras_version"), metrics=metric_rows,
         thresholds_saved=bool(ctx.facts.get("thresholds_saved")), hyper=hyper, **limits)
     return Section("model_card", "Model card", body)

@@ -268,6 +268,12 @@ def test_every_task_reports_without_a_model_or_dataset(task, tmp_path):
     assert ("multi-label tagging with 3 labels" in by["model_card"].body) == (task == "multilabel")
     text = report.render_html(meta, sections)
     assert not re.search(r"(?i)https?://", text)
+    mirror = "averages the image with its left-right mirror"
+    assert mirror not in by["model_card"].body
+    (run / runs.PREPROCESSING).write_text(json.dumps({"image_size": 32, runs.FLIP_AVERAGE: True}))
+    _, sections = report.collect_sections(run, workspace=Workspace(tmp_path / "ws").ensure(), embeddings=False,
+                                          max_thumbnails=0)
+    assert mirror in {s.key: s for s in sections}["model_card"].body
 
 
 def test_size_stays_bounded_for_thousands_of_images_and_many_classes(tmp_path):
