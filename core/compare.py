@@ -247,6 +247,69 @@ def _paired(score, n: int, *, n_bootstrap: int, confidence: float, seed: int) ->
     return out
 
 
+def paired_standard_error(task: str, y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, metric: str, *,
+                          n_bootstrap: int = 1000, seed: int = 0) -> float:
+    """The bootstrap standard error of ``metric(B) - metric(A)``, two models' predictions of the same rows.
+
+    Parameters
+    ----------
+    task : str
+        ``"multilabel"`` or a single-label task.
+    y_true : ndarray
+        int (N,) class indices (rows with -1 left out), or float (N, K) with NaN missing (multi-label).
+    probs_a, probs_b : ndarray of shape (N, K)
+    metric : {"accuracy", "macro_f1", "loss", "map"}
+        As :func:`core.metrics.epoch.epoch_scores` names them (``map``: multi-label only).
+
+    Returns
+    -------
+    float
+        The standard deviation of the paired difference over ``n_bootstrap`` resamples of the rows
+        (NaN when no resample defines it). The training worker's final-model choice reads it.
+    """
+    pa, pb = np.asarray(probs_a, np.float64), np.asarray(probs_b, np.float64)
+    if task == "multilabel":
+        y = np.asarray(y_true, np.float64)
+        known = ~np.isnan(y)
+        yk = np.where(known, y, 0.0)
+
+        def per_row(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # (numerator, denominator) per row
+            if metric == "accuracy":
+                return (((p >= 0.5) == (yk == 1)) & known).sum(axis=1), known.sum(axis=1)
+            q = np.clip(p, 1e-7, 1 - 1e-7)
+            bce = (-(yk * np.log(q) + (1 - yk) * np.log(1 - q)) * known).sum(axis=1)
+            return bce / np.maximum(known.sum(axis=1), 1), np.ones(len(p))
+
+        def score(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if metric in ("map", "macro_f1"):
+                key = "mean_average_precision" if metric == "map" else "macro_f1"
+                return tuple(multilabel_scores(w, y, (p >= 0.5).astype(float), p)[key] for p in (pa, pb))
+            return tuple(_safe_div(w @ num, w @ den) for num, den in (per_row(pa), per_row(pb)))
+    else:
+        y = np.asarray(y_true, np.int64)
+        ok = y >= 0
+        y, pa, pb = y[ok], pa[ok], pb[ok]
+        k = pa.shape[1]
+
+        def score(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if metric == "loss":
+                return tuple((w @ -np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))) / w.sum(axis=1)
+                             for p in (pa, pb))
+            return tuple(single_label_scores(w, y, p.argmax(axis=1), k)[metric] for p in (pa, pb))
+    if metric not in ("accuracy", "macro_f1", "loss", "map") or (metric == "map" and task != "multilabel"):
+        raise ValueError(f"metric must be accuracy, macro_f1, loss or (multi-label) map; received {metric!r}")
+    n = len(y)
+    if n == 0:
+        return float("nan")
+    diffs = []
+    for w in bootstrap_weights(n, n_bootstrap, np.random.default_rng(seed)):
+        va, vb = score(w)
+        diffs.append(vb - va)
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    return float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+
+
 # ---------------------------------------------------------------------------
 # aligning two runs' predictions
 # ---------------------------------------------------------------------------

@@ -148,6 +148,8 @@ def _make_callbacks_module():
             self.stop = ctx.stop
             self.stage = ctx.stage
             self.history: list[dict] = []
+            # per phase: (monitor value, val probabilities) of its best epoch (first of ties), for the final choice
+            self.phase_best: dict[str | None, tuple[float, np.ndarray]] = {}
             self.best_value: float | None = None
             self.best_epoch: int | None = None
             self.best_weights = None
@@ -230,6 +232,11 @@ def _make_callbacks_module():
                 record["alerts"] = [a["kind"] for a in new_alerts]
             # checkpoint the best epoch by the monitor
             value = record[ctx.monitor]
+            lower = ctx.monitor == "val_loss"
+            if finite_number(value):
+                prev = self.phase_best.get(ctx.phase)
+                if prev is None or (value < prev[0] if lower else value > prev[0]):
+                    self.phase_best[ctx.phase] = (float(value), np.asarray(probs))
             improved = finite_number(value) and finite_number(record["loss"]) and (
                 self.best_value is None
                 or (value < self.best_value if ctx.monitor == "val_loss" else value > self.best_value))

@@ -254,6 +254,7 @@ class _Trainer:
 
         pretrained = cfg.model != "cnn" and not self.weights_used.startswith("random")
         self._warmup_name = "frozen warm-up"  # "linear probe" once _fit_probe_head writes one
+        self._warm_weights = None  # the warm-up's best weights, set when fine-tuning starts
         phases = [(0, cfg.epochs)]
         if cfg.fine_tune_layers and pretrained:
             phases = [(0, max(1, cfg.warmup_epochs)), (max(1, cfg.warmup_epochs), cfg.epochs)]
@@ -283,6 +284,7 @@ class _Trainer:
             if i == 1:
                 if recorder.best_weights is not None:
                     model.set_weights(recorder.best_weights)
+                    self._warm_weights = recorder.best_weights  # get_weights() copies: the warm-up's, kept
                 with strategy.scope():
                     n = models.unfreeze_top(model, min(cfg.fine_tune_layers, len(models.backbone_of(model).layers)))
                     _compile(model, task=metric_task, lr=cfg.lr * cfg.fine_tune_lr_factor)
@@ -432,7 +434,8 @@ class _Trainer:
             return None
         kept = model.get_weights()
         model.set_weights(weights)
-        val = epoch_scores(ctx.metric_task, ctx.val_y, ctx.val_probs(model))
+        probs = np.asarray(ctx.val_probs(model))
+        val = epoch_scores(ctx.metric_task, ctx.val_y, probs)
         model.set_weights(kept)
         first, last = average.epochs[0], average.epochs[-1]
         record = {"kind": "average", "stage": ctx.stage, "epoch": last, "epochs_averaged": [first, last],
@@ -440,14 +443,17 @@ class _Trainer:
                   "time": time.time()}
         if "map" in val:
             record["val_map"] = val["map"]
-        return record, weights
+        return record, weights, probs
 
     def _choose_final(self, model, recorder, average, *, checkpoint: Path) -> None:
-        """After fine-tuning: the final model is whichever of the warm-up (linear probe), the best
-        fine-tuning epoch and the weight average scores best on val by the monitor (ties keep the
-        earlier), so it is never worse on val than its warm-up; a ``kind == "selection"`` line in
-        metrics.jsonl records the candidates, the choice and why."""
-        from core import models
+        """After fine-tuning: the final model is the warm-up (linear probe) unless the best of the
+        fine-tuning candidates (the best fine-tuning epoch, the weight average; ties keep the earlier)
+        beats it on val by the monitor by more than one standard error of the paired difference
+        (:func:`core.compare.paired_standard_error`, a bootstrap of the val rows): the one-standard-error
+        rule, which keeps the simpler model when a small validation split cannot tell them apart. So the
+        final model is never worse on val than its warm-up. A ``kind == "selection"`` line in
+        metrics.jsonl records the candidates, the standard error, the choice and why."""
+        from core import compare, models
 
         ctx = recorder.ctx
         monitor = ctx.monitor
@@ -460,30 +466,42 @@ class _Trainer:
 
         warm, tuned = best_of("frozen warm-up"), best_of("fine-tuning")
         warm_name = self._warmup_name
-        candidates = []
+        candidates, probs = [], {}
         if warm is not None:
             candidates.append({"name": warm_name, "epoch": warm["epoch"], "value": float(warm[monitor])})
+            probs[warm_name] = recorder.phase_best.get("frozen warm-up", (None, None))[1]
         if tuned is not None:
             candidates.append({"name": "best fine-tuning epoch", "epoch": tuned["epoch"],
                                "value": float(tuned[monitor])})
+            probs["best fine-tuning epoch"] = recorder.phase_best.get("fine-tuning", (None, None))[1]
         avg = self._average_candidate(model, recorder, average)
         if avg is not None:
-            record, weights = avg
+            record, weights, probs["weight average"] = avg
             recorder.append(record)
             if finite_number(record[monitor]):
                 candidates.append({"name": "weight average", "epoch": record["epoch"],
                                    "epochs_averaged": record["epochs_averaged"], "value": float(record[monitor])})
         if not candidates:
             return
-        chosen = candidates[0]
-        for cand in candidates[1:]:
-            if cand["value"] < chosen["value"] if lower else cand["value"] > chosen["value"]:
-                chosen = cand
+
+        def standard_error(name: str) -> float | None:
+            if warm is None or probs.get(warm_name) is None or probs.get(name) is None:
+                return None
+            return compare.paired_standard_error(ctx.metric_task, ctx.val_y, probs[warm_name], probs[name],
+                                                 monitor[len("val_"):], seed=self.config.seed)
+
+        chosen, best, se, rule = pick_final(candidates, monitor=monitor, standard_error=standard_error,
+                                            n_val=len(ctx.val_y))
         others = ", ".join(f"{c['name']} {c['value']:.4f}" for c in candidates if c is not chosen)
-        reason = (f"{chosen['name']} has the best {monitor} ({chosen['value']:.4f})"
-                  + (f"; {others}" if others else ""))
+        reason = rule if chosen is not best else (
+            f"{chosen['name']} has the best {monitor} ({chosen['value']:.4f})" + (f", {rule}" if rule else ""))
+        reason += f"; {others}" if others else ""
         if chosen["name"] == "weight average":
             model.set_weights(weights)
+            models.save_model(model, checkpoint)
+            recorder.best_weights = model.get_weights()
+        elif chosen is candidates[0] and best is not chosen and self._warm_weights is not None:
+            model.set_weights(self._warm_weights)  # the recorder checkpointed a fine-tuning epoch: back to the warm-up
             models.save_model(model, checkpoint)
             recorder.best_weights = model.get_weights()
         elif recorder.best_weights is not None:
@@ -492,7 +510,8 @@ class _Trainer:
         recorder.best_value, recorder.best_epoch = chosen["value"], chosen["epoch"]
         recorder.append({"kind": "selection", "stage": ctx.stage, "monitor": monitor, "chosen": chosen["name"],
                          "epoch": chosen["epoch"], "epochs_averaged": chosen.get("epochs_averaged"),
-                         "candidates": candidates, "reason": reason, "time": time.time()})
+                         "candidates": candidates, "best_on_val": best["name"], "standard_error": se,
+                         "reason": reason, "time": time.time()})
         self.log(f"{ctx.stage}: final model = {chosen['name']}"
                  + (f" of epochs {chosen['epochs_averaged'][0]}-{chosen['epochs_averaged'][1]}"
                     if chosen.get("epochs_averaged") else f" (epoch {chosen['epoch']})") + f", chosen on val: {reason}")
@@ -760,6 +779,37 @@ class _Trainer:
                     out[f"{lv}_macro_f1"] = float(f1_score(yt[ok], path[lv][ok], labels=np.arange(lp[lv].shape[1]),
                                                            average="macro", zero_division=0))
         return out
+
+
+def pick_final(candidates: list[dict], *, monitor: str, standard_error: Callable[[str], float | None],
+               n_val: int) -> tuple[dict, dict, float | None, str]:
+    """The one-standard-error rule over a run's final-model candidates.
+
+    ``candidates``: ``{"name", "value", ...}`` dicts, the warm-up first (the simplest model), then the
+    fine-tuning ones; ``value`` is the val ``monitor`` (lower is better for ``val_loss``).
+    ``standard_error(name)``: the standard error of the paired difference between that candidate
+    and the warm-up on val (None or NaN: unknown). The best by value (ties keep the earlier) wins
+    only when it beats the warm-up by more than that; else the warm-up is kept.
+
+    Returns ``(chosen, best, standard_error, why)``: ``why`` is empty when the rule did not apply.
+    """
+    lower = monitor == "val_loss"
+    best = candidates[0]
+    for cand in candidates[1:]:
+        if cand["value"] < best["value"] if lower else cand["value"] > best["value"]:
+            best = cand
+    if best is candidates[0]:
+        return best, best, None, ""
+    se = standard_error(best["name"])
+    if not finite_number(se):
+        return best, best, None, ""
+    warm = candidates[0]
+    gain = (warm["value"] - best["value"]) if lower else (best["value"] - warm["value"])
+    if gain > se:
+        return best, best, float(se), f"{gain:.4f} better than the {warm['name']}, over one standard error ({se:.4f})"
+    return warm, best, float(se), (
+        f"{warm['name']} kept: the {best['name']}'s {monitor} ({best['value']:.4f}) beats it by {gain:.4f}, "
+        f"within one standard error ({se:.4f}) of the paired difference on {n_val} val images")
 
 
 def train(config: TrainConfig, *, out: str | os.PathLike, samples: pd.DataFrame, schema, workspace,

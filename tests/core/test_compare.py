@@ -238,3 +238,35 @@ def test_cli_compare_prints_json_with_deltas_intervals_and_mcnemar(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "core", "compare", "run_a", "nope"], capture_output=True,
                              text=True, env=env, cwd=tmp_path, timeout=120)
     assert missing.returncode == 2 and "nope is neither a run directory nor a run id" in missing.stderr
+
+
+@pytest.mark.parametrize("task, metric", [("multiclass", "accuracy"), ("multiclass", "macro_f1"),
+                                          ("multiclass", "loss"), ("multilabel", "map"), ("multilabel", "macro_f1"),
+                                          ("multilabel", "accuracy"), ("multilabel", "loss")])
+def test_paired_standard_error_is_the_spread_of_differences_over_resampled_rows(task, metric):
+    """The final-model choice's standard error equals a plain loop: the same resamples of the rows, each scored
+    for both models with epoch_scores (scikit-learn), the standard deviation of the differences."""
+    from core.metrics.epoch import epoch_scores
+
+    rng = np.random.default_rng(3)
+    n, k = 60, 4
+    if task == "multilabel":
+        y = rng.integers(0, 2, (n, k)).astype(float)
+        y[rng.random((n, k)) < 0.15] = np.nan
+        pa = np.clip(np.nan_to_num(y) * 0.3 + rng.random((n, k)) * 0.7, 0.01, 0.99)
+        pb = np.clip(np.nan_to_num(y) * 0.5 + rng.random((n, k)) * 0.5, 0.01, 0.99)
+    else:
+        y = rng.integers(0, k, n)
+        y[:3] = -1  # unlabelled rows are left out, as epoch_scores leaves them out
+        pa = rng.dirichlet(np.ones(k), n)
+        pb = 0.6 * rng.dirichlet(np.ones(k), n) + 0.4 * np.eye(k)[np.maximum(y, 0)]
+    se = compare.paired_standard_error(task, y, pa, pb, metric, n_bootstrap=120, seed=5)
+    kept = np.arange(n) if task == "multilabel" else np.flatnonzero(y >= 0)
+    idx = np.random.default_rng(5).integers(0, len(kept), size=(120, len(kept)))  # the same draws (one chunk)
+    diffs = [epoch_scores(task, y[kept][i], pb[kept][i])[metric] - epoch_scores(task, y[kept][i], pa[kept][i])[metric]
+             for i in idx]
+    assert se == pytest.approx(np.std(diffs, ddof=1), rel=1e-6)
+    assert compare.paired_standard_error(task, y, pa, pa, metric, n_bootstrap=50) == 0.0
+    with pytest.raises(ValueError, match="metric"):
+        compare.paired_standard_error("multiclass" if task == "multilabel" else task, np.zeros(3, int),
+                                      np.ones((3, 2)) / 2, np.ones((3, 2)) / 2, "map")
