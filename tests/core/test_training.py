@@ -415,7 +415,7 @@ def test_transfer_learning_with_the_shared_imagenet_weights_then_fine_tuning(tmp
     assert values[sel["best_on_val"]] == max(values.values()) >= values["linear probe"]
     gain = values[sel["best_on_val"]] - values["linear probe"]
     if sel["best_on_val"] == "linear probe":
-        assert sel["chosen"] == "linear probe" and sel["standard_error"] is None
+        assert sel["chosen"] == "linear probe" and pd.isna(sel["standard_error"])
     else:
         assert sel["standard_error"] > 0
         assert sel["chosen"] == (sel["best_on_val"] if gain > sel["standard_error"] else "linear probe")
