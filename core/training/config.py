@@ -63,9 +63,10 @@ class TrainConfig:
     image: the warm-up fits the head as a linear probe -- a logistic regression on the
     standardized frozen features, its C picked on the validation split by ``monitor`` --
     written exactly into the model, see :func:`core.models.set_linear_head`; the warm-up is
-    then one epoch), ``average_weights`` (fine-tuning: the final model averages the weights
-    of the fine-tuning epochs after the first third, a stochastic weight average; it
-    replaces the best checkpoint at the end), ``flip_average`` (the model's probabilities for an
+    then one epoch), ``average_weights`` (fine-tuning: the weights of the fine-tuning epochs
+    after the first third are averaged, a stochastic weight average, and that average is a
+    final-model candidate beside the probe and the best epoch; see
+    :func:`core.training.trainer.pick_final`), ``flip_average`` (the model's probabilities for an
     image are the mean of its own and its left-right mirror's, in every val score, the final model's
     choice, predictions.csv and every later prediction; ``None``: on when the model trained on
     mirrored images, i.e. with augmentation, see :meth:`flips_averaged`), ``log_every`` (live loss
@@ -201,8 +202,9 @@ class TrainConfig:
 #: Recommended settings per model family: what the Train page and the CLI start from.
 #: Transfer (measured on flowers12 in bench/bench_training.py): a linear probe on the frozen
 #: backbone's features written into the head (one warm-up epoch), then the top 40 layers
-#: fine-tuned at lr * 0.03 for 12 epochs at a constant learning rate, no dropout, the final
-#: model the average of the fine-tuning epochs' weights after the first third.
+#: fine-tuned at lr * 0.03 for 12 epochs at a constant learning rate, no dropout, the weights of
+#: the fine-tuning epochs after the first third averaged; the final model is the probe unless a
+#: fine-tuned candidate beats it significantly on val (bench/bench_quality.py: flowers12, cub100, miml_scene).
 RECIPES: dict[str, dict[str, Any]] = {
     "cnn": {"image_size": 64, "epochs": 10, "dropout": 0.2, "embedding_dim": 64, "patience": 5,
             "reduce_lr_patience": 2, "warmup_epochs": 0, "fine_tune_layers": 0, "fine_tune_lr_factor": 0.1,
