@@ -23,6 +23,10 @@ Side by side, for one image:
 Each round times every call ``REPEAT`` (50) times, interleaved, and takes the medians; the
 ratios are computed within a round; ``common.REPEATS`` (3) rounds give median and min-max.
 
+Then the cost of test-time flip averaging (the default for models trained on mirrored images):
+the same MobileNetV2 run with ``flip_average`` on and off in ``preprocessing.json``, timed on one
+image (``predict_images``) and on a batch of 256 (``Predictor.probabilities``), interleaved.
+
 Usage: ``python bench/bench_predict.py``. Prints one JSON object per model, then the combined
 object as the last stdout line.
 """
@@ -131,6 +135,40 @@ def bench(name: str, run_dir: Path, image: Path) -> dict:
     return res
 
 
+def flip_cost(run_dir: Path, image: Path) -> dict:
+    """One image and a batch of 256: the same model predicting with and without flip averaging."""
+    from core.images import load_image, resize_image
+
+    flip_dir = run_dir.parent / f"{run_dir.name}_flip"
+    shutil.copytree(run_dir, flip_dir)
+    pre = json.loads((run_dir / runs.PREPROCESSING).read_text())
+    atomic_write_json(flip_dir / runs.PREPROCESSING, {**pre, runs.FLIP_AVERAGE: True})
+    plain, flip = Predictor.load(run_dir), Predictor.load(flip_dir)
+    assert flip.flip_average and not plain.flip_average
+    arr = resize_image(load_image(image), plain.image_size)
+    batch = np.random.default_rng(0).integers(0, 256, (256, *arr.shape), dtype=np.uint8)
+    for p in (plain, flip):  # warm: every batch shape traced once
+        p.probabilities(batch)
+        p.predict_images([arr])
+
+    def measure() -> dict:
+        out = {}
+        for _ in range(3):  # interleaved, best of 3 per round
+            for key, fn in (("plain_batch256_s", lambda: plain.probabilities(batch)),
+                            ("flip_batch256_s", lambda: flip.probabilities(batch)),
+                            ("plain_image_ms", lambda: plain.predict_images([arr])),
+                            ("flip_image_ms", lambda: flip.predict_images([arr]))):
+                t = time.perf_counter()
+                fn()
+                dt = (time.perf_counter() - t) * (1000 if key.endswith("_ms") else 1)
+                out[key] = min(out.get(key, dt), dt)
+        return out
+
+    return {"model": "mobilenet_v2_128", **repeated(measure, ratios={
+        "ratio_batch": ("flip_batch256_s", "plain_batch256_s"), "ratio_image": ("flip_image_ms", "plain_image_ms")},
+        digits=3)}
+
+
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     try:
@@ -140,7 +178,10 @@ def main() -> int:
             r = bench(name, run_dir, image)
             print(json.dumps(r), flush=True)
             results.append(r)
-        print(json.dumps({"bench": "predict", "calls_per_round": REPEAT, "rounds": REPEATS, "cpus": os.cpu_count(), "results": results}))
+        flips = flip_cost(run_dir, image)  # the MobileNetV2 run, made last
+        print(json.dumps(flips), flush=True)
+        print(json.dumps({"bench": "predict", "calls_per_round": REPEAT, "rounds": REPEATS, "cpus": os.cpu_count(),
+                          "results": results, "flip_average": flips}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

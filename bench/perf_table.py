@@ -241,6 +241,14 @@ def _predict(r: dict) -> Iterator[Row]:
                f"`model.predict` {f(x['model_predict_ms'], 'ms', 1)}",
                f"{f(x['ratio_image_vs_predict_on_batch'], '×', 2)} of `predict_on_batch` "
                f"({r['rounds']} rounds of {r['calls_per_round']} calls)", "`bench/bench_predict.py`")
+    fl = r.get("flip_average")
+    if fl:
+        yield (f"test-time flip averaging (the default for models trained on mirrored images), {fl['model']}: "
+               "the Predictor with `flip_average` on",
+               f"batch of 256: {f(fl['flip_batch256_s'], 's', 2)}; one image {f(fl['flip_image_ms'], 'ms', 1)}",
+               f"the same model, plain: {f(fl['plain_batch256_s'], 's', 2)}; {f(fl['plain_image_ms'], 'ms', 1)}",
+               f"{f(fl['ratio_batch'], '×', 2)} per batch, {f(fl['ratio_image'], '×', 2)} per image",
+               "`bench/bench_predict.py`")
 
 
 def _embeddings(r: dict) -> Iterator[Row]:

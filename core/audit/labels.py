@@ -275,7 +275,6 @@ def _multilabel_issues(samples: pd.DataFrame, schema: Any, stats: _Stats | None,
     from cleanlab.multilabel_classification.filter import find_label_issues
 
     cols = [str(c) for c in schema.label_columns]
-    n = len(samples)
     Y = samples[cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     P = np.full(Y.shape, np.nan)
     if run_dir is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from core.commands.common import CLIError, add_dataset_options, emit_json, info, spec_from_args  # noqa: F401
+from core.commands.common import CLIError, emit_json, info
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
