@@ -380,10 +380,30 @@ def _tta(r: dict) -> Iterator[Row]:
                f"{runs_[0]['n_test']:,} test images", "`bench/bench_tta.py`")
 
 
+def _hierarchy(r: dict) -> Iterator[Row]:
+    """Flat vs separate hierarchy models on the same split, per level (macro F1)."""
+    seeds = r.get("seeds", [])
+    if not seeds:
+        return
+    levels = [k for k, v in seeds[0].items() if isinstance(v, dict) and "macro_f1" in v]
+    for lv in levels:
+        per = "; ".join(f"seed {x['seed']}: {x[lv]['macro_f1']['delta']:+.4f} [{x[lv]['macro_f1']['ci_low']:+.4f}, "
+                        f"{x[lv]['macro_f1']['ci_high']:+.4f}], McNemar p {_p(x[lv]['mcnemar_p'])}" for x in seeds)
+        yield (f"hierarchy modes, {r['dataset']}, level {lv}: test macro F1 of separate models (a primary model over "
+               f"the first level, one per primary category over its leaves) vs one flat model, default recipe "
+               f"({r['image_size']} px), the same split",
+               "separate " + ", ".join(f"{x[lv]['macro_f1']['separate']:.4f}" for x in seeds)
+               + f" ({', '.join(str(round(x['separate_wall_s'])) + ' s' for x in seeds)} per run)",
+               "flat " + ", ".join(f"{x[lv]['macro_f1']['flat']:.4f}" for x in seeds)
+               + f" ({', '.join(str(round(x['flat_wall_s'])) + ' s' for x in seeds)} per run)",
+               f"separate - flat with its 95 % paired-bootstrap interval on {seeds[0]['n_test']:,} test images: {per}",
+               "`bench/bench_hierarchy.py`")
+
+
 BUILDERS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "bench_cache": _cache, "bench_training": _training, "bench_quality": _quality, "bench_audit": _audit,
     "bench_evaluate": _evaluate, "bench_predict": _predict, "bench_embeddings": _embeddings, "bench_load": _load,
-    "bench_scale": _scale, "bench_tta": _tta,
+    "bench_scale": _scale, "bench_tta": _tta, "bench_hierarchy": _hierarchy,
 }
 
 

@@ -114,6 +114,7 @@ def test_launch_a_tiny_run_from_the_form_and_watch_it_finish(home):
     rd = home.runs_dir / run_id
     cfg = runs.read_config(rd)
     assert (cfg["model"], cfg["image_size"], cfg["epochs"], cfg["filters"]) == ("cnn", 16, 2, 4)
+    assert cfg["flip_average"] is False and cfg["augmentation"] is False  # the CNN's recipe: neither
     assert cfg["dataset_id"] == home.list_datasets()[0]["dataset_id"] and cfg["task"] == "hierarchical"
     assert cfg["label_patch_version"] == "0" and cfg["decision_version"] == 0  # review decisions (none yet)
     # while it is queued or running the page shows it, with a Stop button, without blocking
@@ -177,6 +178,7 @@ def test_transfer_model_without_cached_weights_warns_and_offers_random_init(home
     assert at.checkbox(key="train_feature_warmup").value is True  # frozen epochs on features computed once
     assert at.checkbox(key="train_probe_head").value is True  # the recipe: a linear-probe warm-up...
     assert at.checkbox(key="train_average_weights").value is True  # ...and averaged fine-tuning weights
+    assert at.checkbox(key="train_flip_average").value is True  # trains on mirrored images: predicts averaging them
     assert at.number_input(key="train_dropout").value == 0.0 and at.number_input(key="train_reduce_lr").value == 0
     warning = " ".join(w.value for w in at.warning)
     assert "not in Keras' cache" in warning and "random" in warning
@@ -188,6 +190,7 @@ def test_transfer_model_without_cached_weights_warns_and_offers_random_init(home
     assert not [c for c in at.checkbox if c.key == "train_probe_head"]
     at.selectbox(key="train_model").set_value("cnn").run()
     assert at.number_input(key="train_reduce_lr").value == 2  # the CNN recipe halves the LR on plateaus
+    assert at.checkbox(key="train_flip_average").value is False  # no augmentation: no mirror to average
 
 
 def test_grid_form_queues_runs_and_shows_results_and_parallel_coordinates(home):
