@@ -182,10 +182,11 @@ def model_widgets() -> dict:
         opts["weights"] = st.radio("Weights", ["imagenet", "none"], key="train_weights", horizontal=True,
                                    on_change=_apply_recipe,
                                    format_func={"imagenet": "ImageNet (pretrained)", "none": "random init"}.get)
-    opts["augmentation"] = st.checkbox("Augmentation (flip, rotation, zoom, contrast)", key="train_augment")
+    opts["augmentation"] = st.checkbox("Augmentation", key="train_augment",
+                                       help="random flip, rotation, zoom and contrast of the training images")
     opts["flip_average"] = st.checkbox(
-        "Average each prediction with the mirrored image", key="train_flip_average",
-        help="test-time flip averaging: every val score, the final model's choice and every prediction use the "
+        "Test-time flip averaging", key="train_flip_average",
+        help="every val score, the final model's choice and every prediction use the "
              "mean of the image's and its left-right mirror's probabilities (twice the inference time). On by "
              "default when the model trains on mirrored images; leave it off when left and right differ in "
              "meaning (arrows, text)")
