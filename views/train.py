@@ -50,7 +50,7 @@ def _recipe(model: str, weights: str) -> dict:
     cfg = recommended_config(model, weights=weights)
     return {
         "train_image_size": int(cfg.image_size), "train_epochs": int(cfg.epochs),
-        "train_augment": bool(cfg.augmentation if cfg.augmentation is not None else model != "cnn"),
+        "train_augment": cfg.augments(),
         "train_fine_tune": int(cfg.fine_tune_layers), "train_warmup": int(cfg.warmup_epochs),
         "train_dropout": float(cfg.dropout), "train_embedding": int(cfg.embedding_dim),
         "train_patience": int(cfg.patience), "train_reduce_lr": int(cfg.reduce_lr_patience),

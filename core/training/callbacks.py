@@ -148,8 +148,8 @@ def _make_callbacks_module():
             self.stop = ctx.stop
             self.stage = ctx.stage
             self.history: list[dict] = []
-            # per phase: (monitor value, val probabilities) of its best epoch (first of ties), for the final choice
-            self.phase_best: dict[str | None, tuple[float, np.ndarray]] = {}
+            # per phase: (epoch record, val probabilities) of its best epoch (first of ties), for the final choice
+            self.phase_best: dict[str | None, tuple[dict, np.ndarray]] = {}
             self.best_value: float | None = None
             self.best_epoch: int | None = None
             self.best_weights = None
@@ -235,11 +235,10 @@ def _make_callbacks_module():
             lower = ctx.monitor == "val_loss"
             if finite_number(value):
                 prev = self.phase_best.get(ctx.phase)
-                if prev is None or (value < prev[0] if lower else value > prev[0]):
-                    self.phase_best[ctx.phase] = (float(value), np.asarray(probs))
+                if prev is None or (value < prev[0][ctx.monitor] if lower else value > prev[0][ctx.monitor]):
+                    self.phase_best[ctx.phase] = (record, np.asarray(probs))
             improved = finite_number(value) and finite_number(record["loss"]) and (
-                self.best_value is None
-                or (value < self.best_value if ctx.monitor == "val_loss" else value > self.best_value))
+                self.best_value is None or (value < self.best_value if lower else value > self.best_value))
             if improved:
                 self.best_value, self.best_epoch = float(value), epoch + 1
                 self.best_weights = self.model.get_weights()

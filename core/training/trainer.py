@@ -464,23 +464,13 @@ class _Trainer:
 
         ctx = recorder.ctx
         monitor = ctx.monitor
-        lower = monitor == "val_loss"
-        mine = [r for r in recorder.history if r.get("stage") == ctx.stage and finite_number(r.get(monitor))]
-
-        def best_of(phase: str) -> dict | None:
-            rows = [r for r in mine if r.get("phase") == phase]
-            return (min if lower else max)(rows, key=lambda r: r[monitor]) if rows else None  # first of ties
-
-        warm, tuned = best_of("frozen warm-up"), best_of("fine-tuning")
         warm_name = self._warmup_name
         candidates, probs = [], {}
-        if warm is not None:
-            candidates.append({"name": warm_name, "epoch": warm["epoch"], "value": float(warm[monitor])})
-            probs[warm_name] = recorder.phase_best.get("frozen warm-up", (None, None))[1]
-        if tuned is not None:
-            candidates.append({"name": "best fine-tuning epoch", "epoch": tuned["epoch"],
-                               "value": float(tuned[monitor])})
-            probs["best fine-tuning epoch"] = recorder.phase_best.get("fine-tuning", (None, None))[1]
+        # the recorder kept each phase's best epoch (first of ties) with its val predictions
+        for phase, name in (("frozen warm-up", warm_name), ("fine-tuning", "best fine-tuning epoch")):
+            if phase in recorder.phase_best:
+                record, probs[name] = recorder.phase_best[phase]
+                candidates.append({"name": name, "epoch": record["epoch"], "value": float(record[monitor])})
         avg = self._average_candidate(model, recorder, average)
         if avg is not None:
             record, weights, probs["weight average"] = avg
@@ -492,7 +482,7 @@ class _Trainer:
             return
 
         def standard_error(name: str) -> float | None:
-            if warm is None or probs.get(warm_name) is None or probs.get(name) is None:
+            if probs.get(warm_name) is None or probs.get(name) is None:
                 return None
             return compare.paired_standard_error(ctx.metric_task, ctx.val_y, probs[warm_name], probs[name],
                                                  monitor[len("val_"):], seed=self.config.seed)
