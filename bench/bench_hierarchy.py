@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,17 +62,8 @@ def main(argv: list[str]) -> int:
         return 0
     out: dict = {"bench": "hierarchy", "dataset": "cub100 (order > family > species)",
                  "model": "mobilenet_v2 alpha 0.35, ImageNet", "image_size": quality.SIZE,
-                 "command": "python bench/bench_hierarchy.py " + " ".join(argv[1:]), "seeds": []}
-    t0 = time.perf_counter()
-    try:
-        for seed in range(args.start_seed, args.start_seed + args.seeds):
-            row = one_seed(seed)
-            out["seeds"].append(row)
-            print(json.dumps(row), flush=True)
-    finally:
-        shutil.rmtree(quality.TMP, ignore_errors=True)
-    out["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out))
+                 "command": "python bench/bench_hierarchy.py " + " ".join(argv[1:])}
+    quality.collect(out, "seeds", (one_seed(seed) for seed in range(args.start_seed, args.start_seed + args.seeds)))
     return 0
 
 

@@ -191,6 +191,23 @@ def probe_predictions(run_dir: Path):
                  for p in single(index(col, test.classes), val.y_true, len(test.classes)))
 
 
+def collect(out: dict, key: str, rows) -> dict:
+    """Run a study: each row the iterable ``rows`` yields is printed as it comes and appended to
+    ``out[key]``; the temporary workspace is removed even on failure; ``out`` gets ``total_wall_s``
+    and is printed as the last line (what ``bench/results/`` keeps)."""
+    t0 = time.perf_counter()
+    out[key] = []
+    try:
+        for row in rows:
+            out[key].append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    out["total_wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
+    return out
+
+
 def bench(name: str, seeds: int, epochs: int | None, start_seed: int = 0) -> dict:
     from core import compare, runs, training_charts
 

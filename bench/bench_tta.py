@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,22 +84,18 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"bench": "tta", "skipped": f"needs {', '.join(missing)} in {quality.DATA}"}))
         return 0
     out: dict = {"bench": "tta", "model": "mobilenet_v2 alpha 0.35, ImageNet", "image_size": quality.SIZE,
-                 "command": "python bench/bench_tta.py " + " ".join(argv[1:]), "runs": []}
-    t0 = time.perf_counter()
-    try:
+                 "command": "python bench/bench_tta.py " + " ".join(argv[1:])}
+
+    def rows():
         for name in names:
             folder, options, _ = quality.SETS[name]
             for seed in range(args.start_seed, args.start_seed + args.seeds):
                 run = quality.TMP / "runs" / f"{name}-{seed}"
                 quality.log(f"{name}: seed {seed}: training the default recipe")
                 wall = quality.train(folder, [*options, "--no-flip-average"], seed, run, None)
-                row = {"dataset": name, "seed": seed, "train_s": round(wall, 1), **flip_study(run)}
-                out["runs"].append(row)
-                print(json.dumps(row), flush=True)
-    finally:
-        shutil.rmtree(quality.TMP, ignore_errors=True)
-    out["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out))
+                yield {"dataset": name, "seed": seed, "train_s": round(wall, 1), **flip_study(run)}
+
+    quality.collect(out, "runs", rows())
     return 0
 
 
